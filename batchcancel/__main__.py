@@ -1,0 +1,3 @@
+from batchcancel.cli import main
+
+main()

@@ -1,0 +1,211 @@
+"""One frozen settings value, from defaults, a TOML file, the environment
+and flags (later ones win).
+
+The CLI layer (click) does the layering; this module owns the defaults, the
+checks that turn a bad value into a ``ConfigError`` with the fix in its
+message, and the token, which is never a flag value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from yarl import URL
+
+from batchcancel.api import DEFAULT_BASE_URL
+from batchcancel.errors import ConfigError
+from batchcancel.ratelimit import Rate
+
+TOKEN_ENV = "THANKSIO_API_TOKEN"  # noqa: S105 (a variable name, not a secret)
+BASE_URL_ENV = "THANKSIO_BASE_URL"
+ENV_PREFIX = "BATCHCANCEL_"
+
+#: Every setting of ``batchcancel cancel`` with its default.  The same
+#: names are the keys of a ``--config`` TOML file and, upper-cased after
+#: ``BATCHCANCEL_``, environment variables.  ``config/default.toml``
+#: documents each one (a test keeps the two in step).
+DEFAULTS: dict[str, Any] = {
+    "base_url": DEFAULT_BASE_URL,
+    "rate": "60/min",
+    "concurrency": 4,
+    "max_retries": 5,
+    "backoff_initial": 0.5,
+    "backoff_max": 30.0,
+    "retry_after_cap": 300.0,
+    "cooldown": 60.0,
+    "connect_timeout": 10.0,
+    "read_timeout": 30.0,
+    "grace": 10.0,
+    "column": None,
+    "report": "batchcancel-report.csv",
+    "summary": None,
+    "log_format": "auto",
+    "log_level": "info",
+    "allow_insecure_http": False,
+    "token_file": None,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything one run of ``batchcancel cancel`` needs, checked."""
+
+    base_url: str
+    rate: Rate | None
+    concurrency: int
+    max_retries: int
+    backoff_initial: float
+    backoff_max: float
+    retry_after_cap: float
+    cooldown: float
+    connect_timeout: float
+    read_timeout: float
+    grace: float
+    column: str | None
+    report: Path
+    summary: Path
+    log_format: str
+    log_level: str
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a ``--config`` TOML file; unknown keys are an error, not a shrug."""
+    try:
+        with path.open("rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+    table = document.get("cancel", document)
+    unknown = sorted(set(table) - set(DEFAULTS) - {"cancel"})
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
+            f"known settings are {', '.join(sorted(DEFAULTS))}"
+        )
+    return {key: value for key, value in table.items() if key in DEFAULTS}
+
+
+def build_settings(values: Mapping[str, Any]) -> Settings:
+    """Check raw values (already layered by the CLI) into ``Settings``."""
+    report = Path(values["report"])
+    summary = values["summary"]
+    return Settings(
+        base_url=check_base_url(values["base_url"],
+                                allow_http=bool(values["allow_insecure_http"])),
+        rate=parse_rate(values["rate"]),
+        concurrency=_at_least("concurrency", values["concurrency"], 1),
+        max_retries=_at_least("max_retries", values["max_retries"], 0),
+        backoff_initial=_positive("backoff_initial", values["backoff_initial"]),
+        backoff_max=_positive("backoff_max", values["backoff_max"]),
+        retry_after_cap=_positive("retry_after_cap", values["retry_after_cap"]),
+        cooldown=_positive("cooldown", values["cooldown"]),
+        connect_timeout=_positive("connect_timeout", values["connect_timeout"]),
+        read_timeout=_positive("read_timeout", values["read_timeout"]),
+        grace=_at_least_float("grace", values["grace"], 0.0),
+        column=values["column"] or None,
+        report=report,
+        summary=Path(summary) if summary else _summary_beside(report),
+        log_format=values["log_format"],
+        log_level=values["log_level"],
+    )
+
+
+def parse_rate(text: str) -> Rate | None:
+    """``off`` (no ceiling: for the sandbox and benchmarks) or a rate."""
+    if str(text).strip().lower() in {"off", "none", "unlimited"}:
+        return None
+    return Rate.parse(str(text))
+
+
+def check_base_url(text: str, *, allow_http: bool) -> str:
+    """Refuse plain HTTP off this machine: the token would travel in clear."""
+    url = URL(str(text).strip())
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise ConfigError(
+            f"base URL {str(url)!r} must be an http(s) URL such as {DEFAULT_BASE_URL}"
+        )
+    if url.scheme == "http" and not allow_http and not is_loopback(url.host):
+        raise ConfigError(
+            f"base URL {str(url)!r} uses plain http to a host that is not this "
+            "machine; use https, or pass --allow-insecure-http if you must"
+        )
+    if url.user or url.password or url.query_string or url.fragment:
+        raise ConfigError("base URL must not carry credentials, a query or a fragment")
+    return str(url).rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in {"localhost", "localhost."}:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(token_file: str | None, environ: Mapping[str, str]) -> tuple[str, str]:
+    """The API token and a warning ("" when none); never logged."""
+    warning = ""
+    if token_file:
+        path = Path(token_file)
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+            mode = path.stat().st_mode
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read token file {path}: {exc}") from None
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            warning = f"token file {path} is readable by other users; chmod 600 it"
+    else:
+        token = environ.get(TOKEN_ENV, "").strip()
+
+    if not token:
+        raise ConfigError(
+            f"no API token: set {TOKEN_ENV} or pass --token-file PATH "
+            "(the token is never accepted as a flag value)"
+        )
+    if any(ch.isspace() or not ch.isprintable() for ch in token):
+        raise ConfigError("the API token contains spaces or control characters")
+    return token, warning
+
+
+def _summary_beside(report: Path) -> Path:
+    return report.with_name(report.stem + "-summary.json")
+
+
+def _at_least(name: str, value: Any, low: int) -> int:
+    number = int(value)
+    if number < low:
+        raise ConfigError(f"{name} must be at least {low}, not {number}")
+    return number
+
+
+def _at_least_float(name: str, value: Any, low: float) -> float:
+    number = float(value)
+    if not number >= low:
+        raise ConfigError(f"{name} must be at least {low}, not {value}")
+    return number
+
+
+def _positive(name: str, value: Any) -> float:
+    number = float(value)
+    if not number > 0 or number == float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds, not {value}")
+    return number
+
+
+def environment_name(setting: str) -> str:
+    return ENV_PREFIX + setting.upper()
+
+
+def process_environ() -> Mapping[str, str]:
+    return os.environ

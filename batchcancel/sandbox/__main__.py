@@ -1,0 +1,142 @@
+"""Run the sandbox on its own: `python -m batchcancel.sandbox --port 0 --orders 2000`.
+
+On start it prints one JSON line, `{"base_url": ..., "token": ..., "orders": N}`, so
+a test can start it as a subprocess and read where to connect. SIGTERM and SIGINT
+stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from ._config import Faults, SandboxConfig
+from ._server import Sandbox, require_loopback
+
+
+async def serve(
+    cfg: SandboxConfig,
+    host: str,
+    port: int,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until cancelled; `ready` gets the start-up JSON line (default: stdout)."""
+    sandbox = Sandbox(cfg)
+    await sandbox.start(host=host, port=port)
+    try:
+        announcement = {
+            "base_url": sandbox.base_url,
+            "token": cfg.token,
+            "orders": cfg.orders,
+        }
+        (ready or _print_line)(json.dumps(announcement))
+        await asyncio.Event().wait()
+    finally:
+        await sandbox.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, serve until a signal arrives, and return the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        config = _config(args)
+        require_loopback(args.host)
+        asyncio.run(_serve_until_signalled(config, args.host, args.port))
+    except (ValueError, OSError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _serve_until_signalled(cfg: SandboxConfig, host: str, port: int) -> None:
+    server = asyncio.create_task(serve(cfg, host, port))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, server.cancel)
+
+    with contextlib.suppress(asyncio.CancelledError):
+        await server
+
+
+def _print_line(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _config(args: argparse.Namespace) -> SandboxConfig:
+    faults = Faults(
+        throttle_429=args.fault_429,
+        server_error=args.fault_5xx,
+        drop_before=args.fault_drop,
+        drop_after=args.fault_drop_after,
+        late_answer=args.fault_late,
+        garbled_body=args.fault_garbled,
+        late_delay=args.late_delay,
+        endpoints=tuple(args.fault_endpoints),
+    )
+    return SandboxConfig(
+        orders=args.orders,
+        seed=args.seed,
+        token=args.token,
+        first_id=args.first_id,
+        review_window=args.review_window,
+        max_age=args.max_age,
+        max_page_size=args.max_page_size,
+        rate_limit=args.rate_limit,
+        rate_window=args.rate_window,
+        rate_headers=not args.no_rate_headers,
+        reset_header=args.reset_header,
+        retry_after=args.retry_after,
+        refusal_style=args.refusal_style,
+        auth_status=args.auth_status,
+        created_at_format=args.created_at_format,
+        faults=faults,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m batchcancel.sandbox",
+        description="A local stand-in for the thanks.io API v2, on loopback only.",
+    )
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="a loopback IP address")
+    add("--port", type=int, default=0, help="0 picks a free port")
+    add("--orders", type=int, default=2000)
+    add("--seed", type=int, default=1)
+    add("--token", default="sandbox-token")
+    add("--first-id", type=int, default=100_000)
+    add("--review-window", type=float, default=3600.0, help="seconds")
+    add("--max-age", type=float, default=None, help="oldest Reviewing age, seconds")
+    add("--max-page-size", type=int, default=100)
+    add("--rate-limit", type=int, default=None, help="requests per window")
+    add("--rate-window", type=float, default=60.0, help="seconds")
+    add("--no-rate-headers", action="store_true")
+    add("--reset-header", action="store_true", help="send X-RateLimit-Reset")
+    add("--retry-after", choices=("seconds", "date", "none"), default="seconds")
+    add("--refusal-style", choices=("200", "4xx", "mixed"), default="mixed")
+    add("--auth-status", type=int, choices=(401, 403), default=401)
+    add("--created-at-format", choices=("iso", "sql", "object", "mixed"), default="iso")
+    add("--fault-429", type=float, default=0.0)
+    add("--fault-5xx", type=float, default=0.0)
+    add("--fault-drop", type=float, default=0.0, help="drop before applying")
+    add("--fault-drop-after", type=float, default=0.0, help="apply, then drop")
+    add("--fault-late", type=float, default=0.0, help="apply, answer late")
+    add("--fault-garbled", type=float, default=0.0, help="apply, garble the body")
+    add("--late-delay", type=float, default=2.0, help="seconds")
+    add(
+        "--fault-endpoints",
+        nargs="+",
+        choices=("cancel", "list", "track"),
+        default=["cancel"],
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

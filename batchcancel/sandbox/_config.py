@@ -1,0 +1,188 @@
+"""The settings of one sandbox: its seeded order book, its rate limit, its faults.
+
+Both values are frozen and check themselves on construction, so a bad setting fails
+where it was written, not in the middle of a request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Literal, cast, get_args
+
+RetryAfterStyle = Literal["seconds", "date", "none"]
+FaultRetryAfterStyle = Literal["seconds", "date", "none", "mixed"]
+RefusalStyle = Literal["200", "4xx", "mixed"]
+CreatedAtFormat = Literal["iso", "sql", "object", "mixed"]
+Endpoint = Literal["cancel", "list", "track"]
+FaultName = Literal[
+    "throttle_429",
+    "server_error",
+    "drop_before",
+    "drop_after",
+    "late_answer",
+    "garbled_body",
+]
+
+# Raw (lower-case) order statuses, the union of every value the API reference lists.
+STATUSES = (
+    "reviewing",
+    "cancelled",
+    "processing",
+    "printing",
+    "printed",
+    "fulfilled",
+    "shipped",
+    "delivered",
+    "paused",
+    "error",
+)
+
+DEFAULT_STATUS_MIX: Mapping[str, float] = {
+    "reviewing": 60,
+    "cancelled": 10,
+    "processing": 8,
+    "printing": 4,
+    "printed": 4,
+    "fulfilled": 6,
+    "shipped": 2,
+    "delivered": 2,
+    "paused": 2,
+    "error": 2,
+}
+
+# The order in which one draw per request is tested against the fault probabilities.
+FAULT_NAMES: tuple[FaultName, ...] = get_args(FaultName)
+
+# Faults that first do the work and then spoil the answer; list and track have no
+# work to do, so there these faults are not drawn and the request is answered.
+APPLY_THEN_SPOIL: frozenset[FaultName] = frozenset(
+    ("drop_after", "late_answer", "garbled_body")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """Per-request fault probabilities; at most one fault strikes a request."""
+
+    throttle_429: float = 0.0
+    server_error: float = 0.0
+    drop_before: float = 0.0
+    drop_after: float = 0.0
+    late_answer: float = 0.0
+    garbled_body: float = 0.0
+    retry_after_style: FaultRetryAfterStyle = "mixed"
+    late_delay: float = 2.0
+    endpoints: tuple[Endpoint, ...] = ("cancel",)
+
+    def __post_init__(self) -> None:
+        for name, probability in self.probabilities():
+            _require(0.0 <= probability <= 1.0, f"Faults.{name} must be in [0, 1]")
+
+        total = sum(probability for _, probability in self.probabilities())
+        _require(total <= 1.0 + 1e-9, "fault probabilities must add up to at most 1")
+        _require_choice(
+            "Faults.retry_after_style", self.retry_after_style, FaultRetryAfterStyle
+        )
+        _require(self.late_delay >= 0.0, "Faults.late_delay must not be negative")
+        for endpoint in self.endpoints:
+            _require_choice("Faults.endpoints item", endpoint, Endpoint)
+
+    def probabilities(self) -> tuple[tuple[FaultName, float], ...]:
+        """Each fault's name and probability, in the order they are tested."""
+        return tuple((name, float(getattr(self, name))) for name in FAULT_NAMES)
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, object]) -> Faults:
+        """Build faults from a decoded JSON object; unknown keys are an error."""
+        known = {each.name for each in fields(cls)}
+        unknown = sorted(set(body) - known)
+        _require(not unknown, f"unknown fault settings: {', '.join(unknown)}")
+
+        values = dict(body)
+        endpoints = values.get("endpoints")
+        if isinstance(endpoints, list):
+            values["endpoints"] = tuple(endpoints)
+
+        # Field types are checked by __post_init__ and the comparisons in it.
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise ValueError(f"bad fault settings: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """Everything that shapes one sandbox; equal configs give equal sandboxes."""
+
+    orders: int = 2000
+    seed: int = 1
+    # A well-known value on purpose: the sandbox serves loopback only, holds no data.
+    token: str = "sandbox-token"  # noqa: S105
+    first_id: int = 100_000
+    status_mix: Mapping[str, float] | None = None
+    review_window: float = 3600.0
+    max_age: float | None = None
+    max_page_size: int = 100
+    rate_limit: int | None = None
+    rate_window: float = 60.0
+    rate_headers: bool = True
+    reset_header: bool = False
+    retry_after: RetryAfterStyle = "seconds"
+    refusal_style: RefusalStyle = "mixed"
+    auth_status: int = 401
+    created_at_format: CreatedAtFormat = "iso"
+    faults: Faults = field(default_factory=Faults)
+
+    def __post_init__(self) -> None:
+        _require(self.orders >= 0, "orders must not be negative")
+        _require(self.first_id >= 1, "first_id must be a positive integer")
+        _require(bool(self.token), "token must not be empty")
+        _require(_positive(self.review_window), "review_window must be positive")
+        _require(
+            self.max_age is None or _positive(self.max_age), "max_age must be positive"
+        )
+        _require(self.max_page_size >= 1, "max_page_size must be at least 1")
+        _require(
+            self.rate_limit is None or self.rate_limit >= 1,
+            "rate_limit must be at least 1 or None",
+        )
+        _require(_positive(self.rate_window), "rate_window must be positive")
+        _require(self.auth_status in (401, 403), "auth_status must be 401 or 403")
+        _require_choice("retry_after", self.retry_after, RetryAfterStyle)
+        _require_choice("refusal_style", self.refusal_style, RefusalStyle)
+        _require_choice("created_at_format", self.created_at_format, CreatedAtFormat)
+        _check_status_mix(self.mix())
+
+    def mix(self) -> Mapping[str, float]:
+        """The status weights in force: the configured ones or the default mix."""
+        return DEFAULT_STATUS_MIX if self.status_mix is None else self.status_mix
+
+    def reviewing_max_age(self) -> float:
+        """The upper bound of a seeded Reviewing order's age, in seconds."""
+        return self.review_window * 0.9 if self.max_age is None else self.max_age
+
+
+def _check_status_mix(mix: Mapping[str, float]) -> None:
+    unknown = sorted(set(mix) - set(STATUSES))
+    _require(not unknown, f"unknown statuses in status_mix: {', '.join(unknown)}")
+    _require(
+        all(weight >= 0 for weight in mix.values()),
+        "status_mix weights must not be negative",
+    )
+    _require(sum(mix.values()) > 0, "status_mix needs at least one positive weight")
+
+
+def _positive(value: float) -> bool:
+    return value > 0 and math.isfinite(value)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _require_choice(name: str, value: object, choices: object) -> None:
+    allowed = cast(tuple[str, ...], get_args(choices))
+    _require(value in allowed, f"{name} must be one of {', '.join(allowed)}")
