@@ -1,3 +1,18 @@
-from batchcancel.cli import main
+"""``python -m batchcancel`` and the ``batchcancel`` command."""
 
-main()
+import sys
+
+
+def run() -> None:
+    """Start the CLI; Ctrl-C while it is still starting is a clean exit."""
+    try:
+        from batchcancel.cli import main
+
+        main()
+    except KeyboardInterrupt:
+        sys.stderr.write("Error: interrupted\n")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

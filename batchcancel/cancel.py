@@ -8,8 +8,11 @@ the report and the summary.  It prints nothing: people read the CLI.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import aiohttp
@@ -19,14 +22,39 @@ from yarl import URL
 from batchcancel.api import ThanksIo
 from batchcancel.config import Settings, is_loopback
 from batchcancel.errors import ConfigError
-from batchcancel.ids import check_readable, read_ids
+from batchcancel.ids import OrderRef, check_readable, read_ids
 from batchcancel.logs import Console
-from batchcancel.outcomes import Outcome, Row
+from batchcancel.outcomes import Outcome, Row, StopRun
+from batchcancel.plan import (
+    Listed,
+    PageFinal,
+    PageView,
+    Planned,
+    Schedule,
+    judge_list_page,
+    preflight,
+    settle_from_list,
+    to_planned,
+)
 from batchcancel.progress import Progress
 from batchcancel.ratelimit import ThrottleGate
-from batchcancel.report import ReportWriter, Tally, build_summary, write_json_atomic
+from batchcancel.report import (
+    ReportWriter,
+    Tally,
+    build_summary,
+    dollars,
+    write_json_atomic,
+)
 from batchcancel.retry import Backoff
-from batchcancel.run import Job, RunSettings, RunStats
+from batchcancel.run import (
+    Attempts,
+    Job,
+    Plan,
+    Planner,
+    RunSettings,
+    RunStats,
+    with_plan,
+)
 
 log = structlog.get_logger("batchcancel")
 
@@ -44,13 +72,27 @@ class JobResult:
 
 
 class _Fanout:
-    """Hands each row to every sink, in order: the report first."""
+    """Hands each row to the report, the tally and the progress line.
 
-    def __init__(self, *sinks: Any) -> None:
-        self._sinks = sinks
+    If the report cannot be written (a full disk), the tally and progress
+    still count the row, and the run is stopped: no further cancel should be
+    sent that the report could not record.
+    """
+
+    def __init__(self, report: ReportWriter, *others: Any) -> None:
+        self._report = report
+        self._others = others
+        self.failed: OSError | None = None
+        self.on_failure: Callable[[OSError], None] = lambda exc: None
 
     def record(self, row: Row) -> None:
-        for sink in self._sinks:
+        if self.failed is None:
+            try:
+                self._report.record(row)
+            except OSError as exc:
+                self.failed = exc
+                self.on_failure(exc)
+        for sink in self._others:
             sink.record(row)
 
 
@@ -63,43 +105,114 @@ async def cancel_orders(
     stdin: BinaryIO | None = None,
     quiet: bool = False,
     handle_signals: bool = True,
+    confirm: Confirm | None = None,
 ) -> JobResult:
-    """Cancel every order ID of ``inputs``; write the report and summary."""
+    """Cancel every order ID of ``inputs``; write the report and summary.
+
+    ``confirm``, when given, is asked after the preflight and before the
+    first cancel; answering False sends nothing.
+    """
     check_readable(inputs)
+    check_outputs(settings, inputs)
+    if stdin is None and "-" in inputs:
+        # A private, unbuffered copy of stdin: the reading thread may still
+        # wait on it when the run ends, and the interpreter must not wait
+        # for (or trip over) sys.stdin's buffer lock at exit.
+        stdin = os.fdopen(os.dup(0), "rb", buffering=0)
     items = read_ids(inputs, column=settings.column, stdin=stdin)
-    report = _open_report(settings)
+    report = _open_report(settings, secrets=(token,))
     tally = Tally()
     progress = Progress(console, quiet=quiet)
+    sink = _Fanout(report, tally, progress)
 
     async with _session(settings) as session:
-        job = Job(ThanksIo(session, settings.base_url, token), _gate(settings),
-                  _Fanout(report, tally, progress), _run_settings(settings))
-        stats = await _run(job, items, progress, handle_signals)
+        client = ThanksIo(session, settings.base_url, token)
+        job = Job(client, _gate(settings), sink, _run_settings(settings, inputs))
+        sink.on_failure = lambda exc: job.stop(
+            f"the report cannot be written: {exc}", by="output")
+        planner = (_planner(client, settings, None if settings.yes else confirm)
+                   if settings.preflight or settings.dry_run else None)
+        stats = await _run(job, items, planner, progress, handle_signals)
 
     console.end_status()
-    report.close()
-    exit_code = exit_code_for(tally, stats)
+    _finish_report(report, sink, stats)
+    if stats.input_unread:
+        stats.stop_reason = (f"{stats.stop_reason}; the input was not read past "
+                             f"line {stats.lines_read} (it was still open)")
+    missing = stats.distinct_ids + stats.invalid_lines - sum(tally.outcomes.values())
+    if missing:
+        # Never a silent loss: a row short of the input is an error, loudly.
+        log.error("run.rows_missing", missing=missing)
+        stats.stop_reason = f"internal error: {missing} input rows have no report row"
+        stats.stopped_by = "internal"
+    exit_code = exit_code_for(tally, stats, dry_run=settings.dry_run)
     summary = build_summary(tally, stats, exit_code)
+    summary["report"] = str(settings.report)
     write_json_atomic(settings.summary, summary)
     log.info("run.finished", exit_code=exit_code, **_counts(summary))
     return JobResult(summary, exit_code)
 
 
-async def _run(job: Job, items: Any, progress: Progress,
-               handle_signals: bool) -> RunStats:
+def check_outputs(settings: Settings, inputs: Sequence[str]) -> None:
+    """Refuse, before any request, outputs that cannot be written or that
+    would overwrite an input or each other."""
+    report, summary = settings.report, settings.summary
+    if _same(report, summary):
+        raise ConfigError(f"--report and --summary are the same file: {report}")
+    for name in inputs:
+        for output in (report, summary):
+            if name != "-" and _same(Path(name), output):
+                raise ConfigError(f"{output} is an input; writing it would destroy it")
+    for output in (report, summary):
+        folder = output.parent if str(output.parent) else Path(".")
+        if output.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise ConfigError(f"cannot write {output}: its folder is missing or "
+                              "not writable, or it is a folder")
+
+
+def _regular(name: str) -> bool:
+    try:
+        return name != "-" and Path(name).is_file()
+    except OSError:
+        return False
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists()
+                                              and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _finish_report(report: ReportWriter, sink: _Fanout, stats: RunStats) -> None:
+    try:
+        report.close()
+    except OSError as exc:
+        sink.failed = exc
+    if sink.failed is not None:
+        stats.stopped_by = "output"
+        stats.stop_reason = (f"the report could not be written ({sink.failed}); "
+                             f"rows so far are in {report.path}.partial")
+
+
+async def _run(job: Job, items: Any, planner: Planner | None,
+               progress: Progress, handle_signals: bool) -> RunStats:
     undo = job.install_signal_handlers() if handle_signals else None
+    # A live line redraws twice a second; a log event every 5 s is plenty.
+    interval = 0.5 if progress.on_terminal else 5.0
     shown = asyncio.create_task(progress.show(
-        lambda: job.stats.distinct_ids + job.stats.invalid_lines, interval=0.5
+        lambda: job.stats.distinct_ids + job.stats.invalid_lines, interval=interval
     ))
     try:
-        return await job.run(items)
+        return await job.run(items, planner)
     finally:
         shown.cancel()
         if undo is not None:
             undo()
 
 
-def exit_code_for(tally: Tally, stats: RunStats) -> int:
+def exit_code_for(tally: Tally, stats: RunStats, *, dry_run: bool = False) -> int:
     """The exit-code rule of the README, in one place."""
     if stats.stopped_by == "credentials":
         return EXIT_CREDENTIALS
@@ -107,14 +220,18 @@ def exit_code_for(tally: Tally, stats: RunStats) -> int:
         return EXIT_SIGNAL[stats.stopped_by]
     if stats.stopped_by == "input":
         return EXIT_USAGE
+    if stats.stopped_by in {"output", "internal"}:
+        return EXIT_INCOMPLETE
+    if dry_run:
+        return EXIT_INCOMPLETE if tally.outcomes[Outcome.ERROR.value] else EXIT_OK
     unsettled = (tally.outcomes[Outcome.ERROR.value]
                  + tally.outcomes[Outcome.NOT_ATTEMPTED.value])
     return EXIT_INCOMPLETE if unsettled else EXIT_OK
 
 
-def _open_report(settings: Settings) -> ReportWriter:
+def _open_report(settings: Settings, secrets: Sequence[str]) -> ReportWriter:
     try:
-        return ReportWriter(settings.report)
+        return ReportWriter(settings.report, secrets=secrets)
     except OSError as exc:
         raise ConfigError(
             f"cannot write the report {settings.report}: {exc.strerror}"
@@ -148,11 +265,13 @@ def _session(settings: Settings) -> aiohttp.ClientSession:
 
 
 def _gate(settings: Settings) -> ThrottleGate:
-    return ThrottleGate(settings.rate)
+    return ThrottleGate(settings.rate_ceiling, start=settings.rate_start,
+                        window=settings.rate_window)
 
 
-def _run_settings(settings: Settings) -> RunSettings:
+def _run_settings(settings: Settings, inputs: Sequence[str]) -> RunSettings:
     return RunSettings(
+        read_batch=256 if all(_regular(name) for name in inputs) else 1,
         concurrency=settings.concurrency,
         max_retries=settings.max_retries,
         backoff=Backoff(settings.backoff_initial, settings.backoff_max),
@@ -170,3 +289,105 @@ def _counts(summary: dict[str, Any]) -> dict[str, Any]:
         "retries": summary["retries"],
         "duration_s": summary["duration_s"],
     }
+
+
+# -- preflight, plan, dry run and the question before cancelling -------------
+
+Confirm = Callable[[str], bool]
+
+
+def _planner(client: ThanksIo, settings: Settings,
+             confirm: Confirm | None) -> Planner:
+    async def plan(job: Job, refs: list[OrderRef]) -> Plan | None:
+        listed, complete = await _list_orders(job, client, settings, refs)
+        if job.stopping:
+            return None
+        settled, planned = _split(refs, listed, settings.review_window)
+        log.info("preflight.finished", listed=len(listed), complete=complete,
+                 settled_by_list=len(settled), to_send=len(planned))
+        if settings.dry_run:
+            return Plan(settled + [_dry_row(p, listed) for p in planned], None)
+        if confirm is not None and planned and not await asyncio.to_thread(
+                confirm, confirmation_text(planned, listed)):
+            job.stop("not confirmed at the prompt", by="user", immediately=True)
+            return Plan(settled + [_declined(p) for p in planned], None)
+        now = datetime.now(UTC).timestamp()
+        return Plan(settled, Schedule(planned, now=now, rate=job.gate_rate,
+                                      slots=job.slot_times, lead=job.lead()))
+
+    return plan
+
+
+async def _list_orders(job: Job, client: ThanksIo, settings: Settings,
+                       refs: list[OrderRef]) -> tuple[dict[int, Listed], bool]:
+    async def fetch(page: int, size: int, sub: int | None) -> PageView | None:
+        decision = await job.request(
+            lambda: client.list_orders(page, size, sub), judge_list_page,
+            Attempts(), label=f"list page {page}", counted=False)
+        if isinstance(decision, StopRun):
+            job.stop(decision.reason, by="credentials")
+        if isinstance(decision, PageFinal) and decision.page is not None:
+            return decision.page
+        log.warning("preflight.page_failed", page=page, sub_account_id=sub)
+        return None
+
+    window = settings.review_window
+    cutoff = datetime.now(UTC) - window - min(window / 4, timedelta(minutes=15))
+    return await preflight(fetch, {r.order_id for r in refs},
+                           sub_accounts=settings.sub_accounts or (None,),
+                           per_page=settings.page_size, cutoff=cutoff)
+
+
+def _split(refs: list[OrderRef], listed: dict[int, Listed],
+           window: timedelta) -> tuple[list[Row], list[Planned]]:
+    settled: list[Row] = []
+    planned: list[Planned] = []
+    for ref in refs:
+        row = settle_from_list(ref, listed.get(ref.order_id))
+        if row is not None:
+            settled.append(row)
+        else:
+            planned.append(to_planned(ref, listed.get(ref.order_id), window))
+    return settled, planned
+
+
+def _dry_row(planned: Planned, listed: dict[int, Listed]) -> Row:
+    ref = planned.ref
+    if ref.order_id not in listed:
+        return with_plan(Row(order_id=ref.order_id, outcome=Outcome.NOT_ATTEMPTED,
+                             source=ref.source, line=ref.line,
+                             detail="dry run: not in the order list; a real run "
+                                    "sends it a cancel"), planned)
+    return with_plan(Row(order_id=ref.order_id, outcome=Outcome.WOULD_CANCEL,
+                         source=ref.source, line=ref.line,
+                         order_status=listed[ref.order_id].status,
+                         sub_account_id=planned.sub_account_id,
+                         credits_at_stake=planned.credits,
+                         detail="dry run: the order list shows it cancellable"),
+                     planned)
+
+
+def _declined(planned: Planned) -> Row:
+    ref = planned.ref
+    return with_plan(Row(order_id=ref.order_id, outcome=Outcome.NOT_ATTEMPTED,
+                         source=ref.source, line=ref.line,
+                         detail="not confirmed at the prompt"), planned)
+
+
+def confirmation_text(planned: list[Planned], listed: dict[int, Listed]) -> str:
+    """What the operator is asked before an irreversible bulk cancel."""
+    known = [p for p in planned if p.ref.order_id in listed]
+    stake: dict[str, int] = {}
+    for p in known:
+        account = "main" if p.sub_account_id is None else str(p.sub_account_id)
+        stake[account] = stake.get(account, 0) + p.credits
+    total = sum(stake.values())
+    lines = [f"About to cancel {len(planned)} orders: {len(known)} listed as "
+             f"cancellable with ${dollars(total)} in credits at stake"]
+    if len(stake) > 1:
+        lines += [f"  {name}: ${dollars(cents)}"
+                  for name, cents in sorted(stake.items())]
+    unknown = len(planned) - len(known)
+    if unknown:
+        lines.append(f"  and {unknown} not in the order list (sent a cancel anyway)")
+    return "\n".join(lines)

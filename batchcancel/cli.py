@@ -74,7 +74,25 @@ def main() -> None:
               help="TOML file of settings (see config/default.toml).")
 @_setting("base_url", "--base-url", envvar=[BASE_URL_ENV, environment_name("base_url")],
           help=f"API base URL (also {BASE_URL_ENV}).")
-@_setting("rate", "--rate", help="Request ceiling: 2, 2/s, 60/min, or off.")
+@_setting("rate", "--rate",
+          help="auto (follow the account's X-RateLimit headers), a ceiling "
+               "such as 2, 2/s or 60/min, or off.")
+@_setting("rate_window", "--rate-window", type=float,
+          help="The account's rate window in seconds, until the headers "
+               "show it (the documented 60).")
+@_setting("preflight", "--preflight/--no-preflight",
+          help="Read the order list first: skip orders it shows settled, "
+               "send the rest deadline-first.")
+@_setting("review_window", "--review-window",
+          help="How long an order stays cancellable: 90s, 45m, 1h.")
+@_setting("page_size", "--page-size", type=int,
+          help="Orders per page of the order list in the preflight.")
+@_setting("sub_account", "--sub-account", type=int, multiple=True,
+          help="List this sub-account's orders in the preflight (repeatable).")
+@_setting("dry_run", "--dry-run", is_flag=True,
+          help="Preflight only: report what would be cancelled, send no cancel.")
+@_setting("yes", "-y", "--yes", is_flag=True,
+          help="Do not ask for confirmation on a terminal.")
 @_setting("concurrency", "--concurrency", type=int,
           help="Requests in flight at most (the worker pool size).")
 @_setting("max_retries", "--max-retries", type=int,
@@ -119,6 +137,8 @@ def cancel(inputs: tuple[str, ...], config_file: str | None, verbose: bool,
     """
     if verbose:
         values["log_level"] = "debug"
+    elif quiet and values["log_level"] in {"debug", "info"}:
+        values["log_level"] = "warning"
     console = Console()
     settings = _checked(lambda: build_settings(values))
     token, warning = _checked(lambda: read_token(values["token_file"], os.environ))
@@ -131,11 +151,14 @@ def cancel(inputs: tuple[str, ...], config_file: str | None, verbose: bool,
 
     result = _checked(lambda: asyncio.run(cancel_orders(
         settings, token, list(inputs) or ["-"], console=console, quiet=quiet,
+        confirm=terminal_confirm(console),
     )))
     if not quiet:
         from batchcancel.report import human_summary
 
         console.line(human_summary(result.summary))
+    if not result.summary["distinct_ids"] and not result.summary["stop_reason"]:
+        console.line("Warning: the input held no valid order ID; nothing was sent")
     sys.exit(result.exit_code)
 
 
@@ -193,6 +216,38 @@ def demo(orders: int, seed: int, quiet: bool) -> None:
     for line in agreement.mismatches[:20]:
         console.line(f"    {line}")
     sys.exit(result.exit_code if agreement.holds else 1)
+
+
+def terminal_confirm(console: Console) -> Callable[[str], bool] | None:
+    """Ask on the controlling terminal, never on stdin (which may hold IDs).
+
+    None when there is no terminal (CI, cron, a pipe to a file): the run
+    then proceeds without asking.
+    """
+    if not console.is_terminal:
+        return None
+    try:
+        tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return None
+
+    def ask(text: str) -> bool:
+        console.end_status()
+        try:
+            os.write(tty, f"{text}\nCancel them now? [y/N] ".encode())
+            answer = _read_line(tty).strip().lower()
+        finally:
+            os.close(tty)
+        return answer in {"y", "yes"}
+
+    return ask
+
+
+def _read_line(fd: int) -> str:
+    line = b""
+    while not line.endswith(b"\n") and (chunk := os.read(fd, 1)):
+        line += chunk
+    return line.decode(errors="replace")
 
 
 def _checked(action: Callable[[], Any]) -> Any:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ from yarl import URL
 
 from batchcancel.api import DEFAULT_BASE_URL
 from batchcancel.errors import ConfigError
-from batchcancel.ratelimit import Rate
+from batchcancel.ratelimit import DOCUMENTED_LIMIT, Rate
 
 TOKEN_ENV = "THANKSIO_API_TOKEN"  # noqa: S105 (a variable name, not a secret)
 BASE_URL_ENV = "THANKSIO_BASE_URL"
@@ -33,7 +36,14 @@ ENV_PREFIX = "BATCHCANCEL_"
 #: documents each one (a test keeps the two in step).
 DEFAULTS: dict[str, Any] = {
     "base_url": DEFAULT_BASE_URL,
-    "rate": "60/min",
+    "rate": "auto",
+    "rate_window": 60.0,
+    "preflight": True,
+    "review_window": "1h",
+    "page_size": 100,
+    "sub_account": [],
+    "dry_run": False,
+    "yes": False,
     "concurrency": 4,
     "max_retries": 5,
     "backoff_initial": 0.5,
@@ -58,7 +68,15 @@ class Settings:
     """Everything one run of ``batchcancel cancel`` needs, checked."""
 
     base_url: str
-    rate: Rate | None
+    rate_ceiling: Rate | None
+    rate_start: Rate | None
+    rate_window: float
+    preflight: bool
+    review_window: timedelta
+    page_size: int
+    sub_accounts: tuple[int, ...]
+    dry_run: bool
+    yes: bool
     concurrency: int
     max_retries: int
     backoff_initial: float
@@ -86,23 +104,59 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
     table = document.get("cancel", document)
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [cancel] must be a table of settings")
     unknown = sorted(set(table) - set(DEFAULTS) - {"cancel"})
     if unknown:
         raise ConfigError(
             f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
             f"known settings are {', '.join(sorted(DEFAULTS))}"
         )
+    for key, value in table.items():
+        if key in DEFAULTS:
+            _check_type(path, key, value)
     return {key: value for key, value in table.items() if key in DEFAULTS}
+
+
+def _check_type(path: Path, key: str, value: Any) -> None:
+    """A TOML value of the wrong kind is refused by name, not mid-run."""
+    default = DEFAULTS[key]
+    kinds: tuple[type, ...]
+    if isinstance(default, bool):
+        kinds = (bool,)
+    elif isinstance(default, int):
+        kinds = (int,)
+    elif isinstance(default, float):
+        kinds = (int, float)
+    elif isinstance(default, list):
+        kinds = (list,)
+    else:
+        kinds = (str,)
+    wrong_bool = isinstance(value, bool) and bool not in kinds
+    if not isinstance(value, kinds) or wrong_bool:
+        want = " or ".join(k.__name__ for k in kinds).replace("str", "a string")
+        raise ConfigError(f"config file {path}: {key} must be {want}, "
+                          f"not {value!r}")
 
 
 def build_settings(values: Mapping[str, Any]) -> Settings:
     """Check raw values (already layered by the CLI) into ``Settings``."""
     report = Path(values["report"])
     summary = values["summary"]
+    ceiling, start = parse_rate(values["rate"], float(values["rate_window"]))
     return Settings(
         base_url=check_base_url(values["base_url"],
                                 allow_http=bool(values["allow_insecure_http"])),
-        rate=parse_rate(values["rate"]),
+        rate_ceiling=ceiling,
+        rate_start=start,
+        rate_window=_positive("rate_window", values["rate_window"]),
+        preflight=bool(values["preflight"]),
+        review_window=parse_duration(str(values["review_window"])),
+        page_size=_at_least("page_size", values["page_size"], 1),
+        sub_accounts=tuple(_at_least("sub_account", s, 1)
+                           for s in values["sub_account"] or ()),
+        dry_run=bool(values["dry_run"]),
+        yes=bool(values["yes"]),
         concurrency=_at_least("concurrency", values["concurrency"], 1),
         max_retries=_at_least("max_retries", values["max_retries"], 0),
         backoff_initial=_positive("backoff_initial", values["backoff_initial"]),
@@ -120,11 +174,37 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
     )
 
 
-def parse_rate(text: str) -> Rate | None:
-    """``off`` (no ceiling: for the sandbox and benchmarks) or a rate."""
-    if str(text).strip().lower() in {"off", "none", "unlimited"}:
-        return None
-    return Rate.parse(str(text))
+def parse_rate(text: str, window: float = 60.0) -> tuple[Rate | None, Rate | None]:
+    """The (ceiling, starting pace) that ``--rate`` asks for.
+
+    ``auto``: no ceiling, starting at the documented 60 requests a window,
+    then following the account's headers.  A rate: that ceiling, from the
+    start.  ``off``: neither (for the sandbox and benchmarks).
+    """
+    word = str(text).strip().lower()
+    if word == "auto":
+        return None, Rate(Fraction(DOCUMENTED_LIMIT) / Fraction(window))
+    if word in {"off", "none", "unlimited"}:
+        return None, None
+    rate = Rate.parse(str(text))
+    return rate, rate
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``45m``, ``1h``, ``1h30m`` or a number of seconds."""
+    compact = text.strip().replace(" ", "")
+    parts = _DURATION.findall(compact)
+    if not compact or "".join(n + u for n, u in parts) != compact:
+        raise ConfigError(
+            f"duration {text!r} is not understood; write it as 90s, 45m or 1h")
+    seconds = sum(float(n) * _DURATION_UNITS[(u or "s").lower()] for n, u in parts)
+    if seconds <= 0:
+        raise ConfigError(f"duration {text!r} must be above zero")
+    return timedelta(seconds=seconds)
 
 
 def check_base_url(text: str, *, allow_http: bool) -> str:

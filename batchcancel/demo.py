@@ -57,6 +57,7 @@ async def run_demo(folder: Path, console: Console, *, orders: int = 400,
                                  random.Random(seed))
         settings = build_settings({
             **DEFAULTS, "base_url": sandbox.base_url, "rate": "20/s",
+            "rate_window": 1.0,
             "concurrency": 8, "max_retries": 8, "backoff_initial": 0.05,
             "backoff_max": 1.0, "cooldown": 1.0, "read_timeout": 1.0,
             "report": str(folder / REPORT), "summary": str(folder / SUMMARY),

@@ -164,16 +164,16 @@ def read_ids(
 ) -> Iterator[InputItem]:
     """Stream every input; "-" means stdin (sys.stdin.buffer unless given).
 
-    ``column`` is a header name (any case) or a 1-based column number. A
-    named column is looked for in every regular file before this returns,
-    so a file lacking it stops the run before any order is sent; stdin and
-    pipes can only be read once, so they are checked when reached.
+    ``column`` is a header name (any case) or a 1-based column number.  The
+    ID column of every regular file is settled before this returns, so a
+    file lacking the named column, or one whose ID column would only be a
+    guess, stops the run before any order is sent; stdin and pipes can only
+    be read once, so they are checked when reached.
     """
     wanted = _column_spec(column)
-    if isinstance(wanted, str):
-        for name in sources:
-            if name != STDIN and _rereadable(name):
-                _check_column(name, wanted)
+    for name in sources:
+        if name != STDIN and _rereadable(name):
+            _check_column(name, wanted)
 
     return _read_all(tuple(sources), wanted, stdin)
 
@@ -229,9 +229,12 @@ def _opened(name: str, stdin: BinaryIO | None) -> Iterator[BinaryIO]:
 
 
 def _chunks(name: str, stream: BinaryIO) -> Iterator[bytes]:
+    # read1 returns what a pipe already holds instead of waiting for a full
+    # chunk, so IDs typed or piped in slowly are sent as they arrive.
+    read = getattr(stream, "read1", stream.read)
     while True:
         try:
-            chunk = stream.read(_CHUNK)
+            chunk = read(_CHUNK)
         except OSError as exc:
             raise _unreadable(name, exc) from None
         if not chunk:
@@ -246,7 +249,10 @@ def _unreadable(name: str, exc: OSError) -> InputError:
 def _source_items(name: str, index: int, stream: BinaryIO,
                   column: int | str | None, seen: _Seen) -> Iterator[InputItem]:
     layout: _Layout | None = None
-    for record in _records(name, _text_lines(_chunks(name, stream))):
+    # A pipe may hold one line and stay open: sniff the delimiter from what
+    # is there (the first line), never wait for more lines to arrive.
+    sniff = _SNIFF_LINES if name != STDIN and _rereadable(name) else 1
+    for record in _records(name, _text_lines(_chunks(name, stream)), sniff):
         if isinstance(record, Rejected):
             yield record
             continue
@@ -340,7 +346,7 @@ def _rereadable(name: str) -> bool:
         return False  # reading it will say what is wrong
 
 
-def _check_column(name: str, column: str) -> None:
+def _check_column(name: str, column: int | str | None) -> None:
     with _opened(name, None) as stream:
         for record in _records(name, _text_lines(_chunks(name, stream))):
             if isinstance(record, _Record) and not _is_blank(record.fields):
@@ -359,6 +365,18 @@ def _layout(name: str, fields: list[str], column: int | str | None) -> _Layout:
 
     if isinstance(column, int):
         return _Layout(header, column)
+    filled = [i for i, field in enumerate(fields) if field.strip(_BLANK)]
+    if asked is None and not known and not header and len(filled) == 1:
+        # "501;" from a spreadsheet: the empty cells after it are no column.
+        return _Layout(False, filled[0])
+    if asked is None and len(fields) >= 2 and not known:
+        # Guessing the first column of several could cancel customer numbers
+        # or amounts instead of orders: an irreversible mistake, so ask.
+        found = ", ".join(field.strip(_BLANK) for field in fields[:20])
+        what = f"the header ({found}) names no order-ID column" if header else (
+            f"{len(fields)} columns and no header row")
+        raise InputError(f"{name}: {what}; say which column holds the order "
+                         "IDs with --column NAME or --column NUMBER")
     if asked is None:
         return _Layout(header, known[0] if known else 0)
     if not header:
@@ -422,8 +440,9 @@ class _Feed:
                                "malformed quoting")
 
 
-def _records(name: str, lines: Iterator[_Line]) -> Iterator[_Record | Rejected]:
-    sample = _sample(lines)
+def _records(name: str, lines: Iterator[_Line],
+             sniff: int = 0) -> Iterator[_Record | Rejected]:
+    sample = _sample(lines, sniff or _SNIFF_LINES)
     declared = _SEP_LINE.fullmatch(sample[0].text) if sample else None
     if declared is None:
         delimiter = _delimiter(sample)
@@ -447,11 +466,11 @@ def _records(name: str, lines: Iterator[_Line]) -> Iterator[_Record | Rejected]:
         yield _Record(first.number, fields, first.text)
 
 
-def _sample(lines: Iterator[_Line]) -> list[_Line]:
+def _sample(lines: Iterator[_Line], count: int) -> list[_Line]:
     """The first lines after any leading blank ones, to sniff the delimiter."""
     for line in lines:
         if line.overlong or line.text.strip(_BLANK):
-            return [line, *islice(lines, _SNIFF_LINES - 1)]
+            return [line, *islice(lines, count - 1)]
     return []
 
 

@@ -25,6 +25,7 @@ class Console:
         self.stream = stream if stream is not None else sys.stderr
         self.is_terminal = bool(getattr(self.stream, "isatty", lambda: False)())
         self._status = ""
+        self._broken = False
         self.secrets: tuple[str, ...] = ()
 
     def scrub(self, text: str) -> str:
@@ -33,25 +34,40 @@ class Console:
         return text
 
     def line(self, text: str) -> None:
-        """Write one whole line (a log event or the summary)."""
-        self._clear_status()
-        self.stream.write(self.scrub(text) + "\n")
-        self._redraw_status()
-        self.stream.flush()
+        """Write one whole line (a log event or the summary).
+
+        Best effort: a closed stderr (``... 2>&1 | head``) must not stop the
+        run, whose record is the report, not the log.
+        """
+        if self._broken:
+            return
+        try:
+            self._clear_status()
+            self.stream.write(self.scrub(text) + "\n")
+            self._redraw_status()
+            self.stream.flush()
+        except (OSError, ValueError):
+            self._broken = True
 
     def status(self, text: str) -> None:
         """Replace the live status line (terminals only)."""
-        if not self.is_terminal:
+        if not self.is_terminal or self._broken:
             return
         self._status = self.scrub(text)
-        self.stream.write("\r\x1b[K" + self._status)
-        self.stream.flush()
+        try:
+            self.stream.write("\r\x1b[K" + self._status)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self._broken = True
 
     def end_status(self) -> None:
-        if self._status:
-            self._clear_status()
-            self._status = ""
-            self.stream.flush()
+        if self._status and not self._broken:
+            try:
+                self._clear_status()
+                self.stream.flush()
+            except (OSError, ValueError):
+                self._broken = True
+        self._status = ""
 
     def _clear_status(self) -> None:
         if self._status:

@@ -7,10 +7,12 @@ How "cancelled" is told apart from "already cancelled"
 ------------------------------------------------------
 The cancel endpoint answers 200 with ``status: cancelled`` both when this
 call cancelled the order and (as far as the docs let us tell) when the order
-had been cancelled long before.  The answer's ``updated_at`` decides: an
-order whose ``updated_at`` is at or after the second the run started was
-cancelled by this run; an earlier ``updated_at`` means it was cancelled
-before, and it refunds nothing now.  When ``updated_at`` is missing or
+had been cancelled long before.  When the preflight's order list showed
+the order not yet cancelled, the answer is this run's cancel.  Otherwise
+the answer's ``updated_at`` decides: an order whose ``updated_at`` is in a
+later second than the one the run started in was cancelled by this run; an
+earlier (or the same) second means it was cancelled before, or may have
+been, and it refunds nothing now.  When ``updated_at`` is missing or
 unreadable, the order counts as cancelled by this run only if one of this
 run's own earlier attempts may have been carried out (a timeout, a dropped
 connection, an unreadable answer); otherwise it is ``already_cancelled``.
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from batchcancel.ratelimit import RateHeaders
+
 
 class Outcome(StrEnum):
     """The one final outcome of each distinct input ID."""
@@ -35,6 +39,7 @@ class Outcome(StrEnum):
     INVALID_INPUT = "invalid_input"
     ERROR = "error"
     NOT_ATTEMPTED = "not_attempted"
+    WOULD_CANCEL = "would_cancel"  # dry run only: the list shows it cancellable
 
 
 #: Outcomes that are the API's own final word on an order.
@@ -72,6 +77,7 @@ class Answer:
     message: str | None = None
     readable: bool = True
     retry_after: str | None = None
+    rate: RateHeaders | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +119,12 @@ _RETRY_STATUS = frozenset({408, 425, 429})
 
 
 def classify(answer: Answer, *, run_started: datetime,
-             maybe_applied_before: bool) -> Decision:
-    """Decide what one answer means for its order."""
+             maybe_applied_before: bool, listed_open: bool = False) -> Decision:
+    """Decide what one answer means for its order.
+
+    ``listed_open``: the order list showed the order not cancelled when this
+    run began, so a ``cancelled`` answer can only be this run's cancel.
+    """
     status = answer.http_status
     if status in _AUTH and not _is_order_refusal(answer):
         return StopRun(f"credentials refused (HTTP {status})")
@@ -126,17 +136,26 @@ def classify(answer: Answer, *, run_started: datetime,
     if 300 <= status < 400:
         return Final(Outcome.ERROR, detail=f"redirect (HTTP {status}) not followed")
     if 200 <= status < 300:
-        return _classify_order(answer, run_started, maybe_applied_before)
+        return _classify_order(answer, run_started,
+                               maybe_applied_before or listed_open, listed_open)
     return _classify_refusal(answer)
 
 
+_CREDENTIALS_MESSAGE = re.compile(
+    r"^\s*(unauthori[sz]ed|unauthenticated|forbidden)\.?\s*$"
+    r"|token|credential|api key|access key",
+    re.IGNORECASE,
+)
+
+
 def _is_order_refusal(answer: Answer) -> bool:
-    # A 403 that carries a message about the order (not about the token) is
-    # a refusal of that order, not of the credentials.
+    # A 403 whose message is about the order or the action ("This action is
+    # unauthorized." is Laravel's wording for a policy refusal) refuses that
+    # order only; a bare "Unauthorized", or one about the token, refuses the
+    # credentials and stops the run.
     message = answer.message or ""
-    return answer.http_status == 403 and bool(message) and not re.search(
-        r"unauthori[sz]ed|unauthenticated|token|forbidden", message, re.IGNORECASE
-    )
+    return answer.http_status == 403 and bool(message) and not (
+        _CREDENTIALS_MESSAGE.search(message))
 
 
 def _classify_refusal(answer: Answer) -> Decision:
@@ -158,7 +177,8 @@ def _classify_refusal(answer: Answer) -> Decision:
 
 
 def _classify_order(answer: Answer, run_started: datetime,
-                    maybe_applied_before: bool) -> Decision:
+                    maybe_applied_before: bool, listed_open: bool = False
+                    ) -> Decision:
     order = answer.order
     if not answer.readable:
         return Retry("unreadable body", maybe_applied=True)
@@ -166,6 +186,8 @@ def _classify_order(answer: Answer, run_started: datetime,
         return Retry("answer without an order status", maybe_applied=True)
 
     if order.status == "cancelled":
+        if listed_open:
+            return _cancelled_now(order)
         return _classify_cancelled(order, run_started, maybe_applied_before)
     if order.status == REVIEWING:
         # The API kept the order in review: nothing happened, try again.
@@ -183,6 +205,10 @@ def _classify_cancelled(order: OrderView, run_started: datetime,
         return Final(Outcome.ALREADY_CANCELLED, order_status="cancelled",
                      refunded_credits=0, sub_account_id=order.sub_account_id,
                      detail="cancelled before this run")
+    return _cancelled_now(order)
+
+
+def _cancelled_now(order: OrderView) -> Final:
     if order.authorization_total is None:
         return Final(Outcome.CANCELLED, order_status="cancelled",
                      sub_account_id=order.sub_account_id,
@@ -204,7 +230,7 @@ def needs_status_check(decision: Final, maybe_applied_before: bool) -> bool:
 
 
 def classify_status_check(answer: Answer, *, run_started: datetime,
-                          refusal: Final) -> Decision:
+                          refusal: Final, listed_open: bool = False) -> Decision:
     """Decide an order from the track endpoint after ``needs_status_check``."""
     if answer.http_status in _AUTH:
         return StopRun(f"credentials refused (HTTP {answer.http_status})")
@@ -218,6 +244,8 @@ def classify_status_check(answer: Answer, *, run_started: datetime,
         return Final(refusal.outcome, refunded_credits=0, detail=(
             f"{refusal.detail}; status check gave HTTP {answer.http_status}"))
     if order.status == "cancelled":
+        if listed_open:
+            return _cancelled_now(order)
         return _classify_cancelled(order, run_started, True)
     return Final(Outcome.NOT_CANCELLABLE, order_status=order.status,
                  refunded_credits=0, sub_account_id=order.sub_account_id,
@@ -229,8 +257,11 @@ def cancelled_by_this_run(updated_at: datetime | None, run_started: datetime,
     """The rule of the module docstring, on its own so it can be tested."""
     if updated_at is None:
         return maybe_applied_before
+    # updated_at has whole seconds: only a later second than the start's is
+    # surely after it.  (Counting the start's own second once counted the
+    # cancels of a run that had ended a moment before.)
     started = run_started.astimezone(UTC).replace(microsecond=0)
-    return updated_at.astimezone(UTC) >= started
+    return updated_at.astimezone(UTC) > started
 
 
 def _clip(message: str, limit: int = 120) -> str:
@@ -255,3 +286,6 @@ class Row:
     detail: str = ""
     sub_account_id: int | None = None
     input_value: str = ""
+    # From the order list, when the preflight saw the order.
+    credits_at_stake: int | None = None
+    deadline: datetime | None = None

@@ -27,6 +27,10 @@ class Progress:
         self.credits = 0
         self.outcomes: Counter[str] = Counter()
 
+    @property
+    def on_terminal(self) -> bool:
+        return self._console.is_terminal
+
     def record(self, row: Row) -> None:
         self.done += 1
         self.outcomes[row.outcome.value] += 1

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +26,7 @@ from batchcancel.run import RunStats
 COLUMNS = (
     "order_id", "outcome", "order_status", "refunded_credits", "http_status",
     "attempts", "detail", "sub_account_id", "source", "line", "input_value",
+    "credits_at_stake", "deadline",
 )
 
 MAIN_ACCOUNT = "main"
@@ -34,15 +35,19 @@ MAIN_ACCOUNT = "main"
 class ReportWriter:
     """Streams rows to ``PATH.partial``; ``close`` puts it in place."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, secrets: Sequence[str] = ()) -> None:
         self.path = path
+        self._secrets = tuple(s for s in secrets if s)
         self._partial = path.with_name(path.name + ".partial")
         self._file: IO[str] = self._partial.open("w", newline="", encoding="utf-8")
         self._csv = csv.writer(self._file)
         self._csv.writerow(COLUMNS)
 
     def record(self, row: Row) -> None:
-        self._csv.writerow(_cells(row))
+        cells = _cells(row)
+        if self._secrets:
+            cells = [_scrub(cell, self._secrets) for cell in cells]
+        self._csv.writerow(cells)
         self._file.flush()
 
     def close(self) -> None:
@@ -55,15 +60,33 @@ class ReportWriter:
         os.replace(self._partial, self.path)
 
 
+def _scrub(cell: str, secrets: tuple[str, ...]) -> str:
+    # The token can only be here if an input line held it; never echo it.
+    for secret in secrets:
+        cell = cell.replace(secret, "[REDACTED]")
+    return cell
+
+
+def _printable(value: str) -> str:
+    """Control characters from input or the API, shown as escapes."""
+    if value.isprintable():
+        return value
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in value)
+
+
 def _cells(row: Row) -> list[str]:
     def text(value: object) -> str:
         return "" if value is None else str(value)
 
+    source = "stdin" if row.source == "-" else row.source
+
     return [
         text(row.order_id), row.outcome.value, text(row.order_status),
         text(row.refunded_credits), text(row.http_status), str(row.attempts),
-        neutralise(row.detail), text(row.sub_account_id),
-        neutralise(row.source), str(row.line), neutralise(row.input_value),
+        neutralise(_printable(row.detail)), text(row.sub_account_id),
+        neutralise(source), str(row.line), neutralise(_printable(row.input_value)),
+        text(row.credits_at_stake),
+        row.deadline.isoformat(timespec="seconds") if row.deadline else "",
     ]
 
 
@@ -73,22 +96,40 @@ class Tally:
 
     outcomes: Counter[str] = field(default_factory=Counter)
     credits_by_account: Counter[str] = field(default_factory=Counter)
+    stake_by_account: Counter[str] = field(default_factory=Counter)
     cancelled_with_unknown_credits: int = 0
+    unknown_refund_rows: int = 0
 
     def record(self, row: Row) -> None:
         self.outcomes[row.outcome.value] += 1
+        if row.refunded_credits is None:
+            self.unknown_refund_rows += 1
+        account = MAIN_ACCOUNT if row.sub_account_id is None else str(
+            row.sub_account_id)
+        if row.outcome is Outcome.WOULD_CANCEL:
+            self.stake_by_account[account] += row.credits_at_stake or 0
         if row.outcome is not Outcome.CANCELLED:
             return
         if row.refunded_credits is None:
             self.cancelled_with_unknown_credits += 1
             return
-        account = MAIN_ACCOUNT if row.sub_account_id is None else str(
-            row.sub_account_id)
         self.credits_by_account[account] += row.refunded_credits
 
     @property
     def refunded_credits(self) -> int:
         return sum(self.credits_by_account.values())
+
+
+def _by_account(cents_by_account: Counter[str]) -> dict[str, Any]:
+    total = sum(cents_by_account.values())
+    return {
+        "cents": total,
+        "dollars": dollars(total),
+        "by_sub_account": {
+            account: {"cents": cents, "dollars": dollars(cents)}
+            for account, cents in sorted(cents_by_account.items())
+        },
+    }
 
 
 def dollars(cents: int) -> str:
@@ -112,7 +153,11 @@ def build_summary(tally: Tally, stats: RunStats, exit_code: int) -> dict[str, An
                 for account, cents in sorted(tally.credits_by_account.items())
             },
             "cancelled_with_unknown_credits": tally.cancelled_with_unknown_credits,
+            # error / not_attempted rows where an attempt may have cancelled
+            # the order: the refund is unknown, so not in the total above.
+            "unknown_refund_rows": tally.unknown_refund_rows,
         },
+        "would_cancel_credits": _by_account(tally.stake_by_account),
         "lines_read": stats.lines_read,
         "distinct_ids": stats.distinct_ids,
         "duplicates": stats.duplicates,
@@ -159,10 +204,19 @@ def human_summary(summary: Mapping[str, Any]) -> str:
     ]
     for account, amount in credits["by_sub_account"].items():
         lines.append(f"    {account}: ${amount['dollars']}")
+    if credits["unknown_refund_rows"]:
+        lines.append(f"  refund UNKNOWN for {credits['unknown_refund_rows']} orders "
+                     "(an attempt may have cancelled them; check them in the report)")
+    stake = summary.get("would_cancel_credits", {})
+    if summary["outcomes"].get("would_cancel"):
+        lines.append(f"  dry run: {summary['outcomes']['would_cancel']} orders would "
+                     f"be cancelled, ${stake.get('dollars', '0.00')} at stake")
     lines.append(
         f"  requests: {summary['requests_sent']} sent, {summary['retries']} retries,"
         f" {summary['duration_s']} s; exit {summary['exit_code']}"
     )
     if summary["stop_reason"]:
         lines.append(f"  stopped early: {summary['stop_reason']}")
+    if summary.get("report"):
+        lines.append(f"  report: {summary['report']}")
     return "\n".join(lines)

@@ -16,13 +16,12 @@ to the end, is recorded as ``not_attempted``, so no input line is lost.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 import signal
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -30,6 +29,7 @@ from batchcancel.api import CancelClient
 from batchcancel.errors import InputError, TransportError
 from batchcancel.ids import Duplicate, InputItem, OrderRef, Rejected
 from batchcancel.outcomes import (
+    Answer,
     Decision,
     Final,
     Outcome,
@@ -40,12 +40,39 @@ from batchcancel.outcomes import (
     classify_status_check,
     needs_status_check,
 )
-from batchcancel.ratelimit import RateGate
+from batchcancel.plan import Planned, Schedule
+from batchcancel.ratelimit import RateGate, RateHeaders, Ticket
+from batchcancel.reader import ThreadedReader
 from batchcancel.retry import Backoff, parse_retry_after
 
 log = structlog.get_logger("batchcancel")
 
-_BATCH = 256
+
+
+A = TypeVar("A", bound="HttpAnswer")
+D = TypeVar("D")
+Taken = tuple[OrderRef | None, "Ticket | None", "Planned | None"]
+
+
+class HttpAnswer(Protocol):
+    """What the retry loop reads of any answer."""
+
+    @property
+    def rate(self) -> RateHeaders | None: ...
+
+    @property
+    def http_status(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a planner made of the input before anything is sent."""
+
+    settled: list[Row]           # outcomes the order list already decided
+    schedule: Schedule | None    # None: send nothing (a dry run)
+
+
+Planner = Callable[["Job", list[OrderRef]], Awaitable["Plan | None"]]
 
 
 class RowSink(Protocol):
@@ -66,6 +93,8 @@ class RunSettings:
     # A 429 without Retry-After: wait out the API's documented window.
     cooldown: float = 60.0
     grace: float = 10.0
+    # Items per hand-over from the reading thread: 1 for pipes and terminals.
+    read_batch: int = 256
 
 
 @dataclass(slots=True)
@@ -82,10 +111,12 @@ class RunStats:
     retries: int = 0
     stop_reason: str | None = None
     stopped_by: str | None = None
+    # A stop came while a pipe was silent: lines after lines_read are unknown.
+    input_unread: bool = False
 
 
 @dataclass(slots=True)
-class _Attempts:
+class Attempts:
     """The running state of one order's attempts."""
 
     count: int = 0
@@ -119,8 +150,30 @@ class Job:
         self._stopping = asyncio.Event()
         self._workers: dict[asyncio.Task[None], bool] = {}
         self.input_error: Exception | None = None
+        self._schedule: Schedule | None = None
+        self._hurry = False
+        self._input_done = False
 
     # -- stopping -----------------------------------------------------------
+
+    @property
+    def gate_rate(self) -> float | None:
+        """The rate the gate expects to sustain now (for planning)."""
+        return self._gate.rate
+
+    def slot_times(self, count: int, now: float) -> list[float]:
+        """When the next ``count`` cancels could go (for the schedule).
+
+        The gate's view of the account's window, and no faster than the
+        pool of workers can carry requests one round trip at a time.
+        """
+        spacing = self._gate.latency / self._settings.concurrency
+        times = self._gate.slot_times(count, now)
+        return [max(t, now + n * spacing) for n, t in enumerate(times)]
+
+    def lead(self) -> float:
+        """Seconds a cancel needs to arrive: two round trips, at least 20 ms."""
+        return max(0.02, 2 * self._gate.latency)
 
     @property
     def stopping(self) -> bool:
@@ -136,6 +189,7 @@ class Job:
             self._stopping.set()
             log.warning("run.stopping", reason=reason,
                         grace_s=self._settings.grace)
+        self._hurry = self._hurry or immediately
         for task, in_flight in self._workers.items():
             if immediately or not in_flight:
                 task.cancel()
@@ -165,40 +219,100 @@ class Job:
 
     # -- the pipeline -------------------------------------------------------
 
-    async def run(self, items: Iterator[InputItem]) -> RunStats:
-        """Send every order of ``items`` and record one row for each."""
-        queue: asyncio.Queue[OrderRef | None] = asyncio.Queue(
-            maxsize=self._settings.concurrency * 4
-        )
-        producer = asyncio.create_task(self._produce(items, queue))
-        for _ in range(self._settings.concurrency):
-            task = asyncio.create_task(self._work(queue))
-            self._workers[task] = False
+    async def run(self, items: Iterator[InputItem],
+                  planner: Planner | None = None) -> RunStats:
+        """Send every order of ``items`` and record one row for each.
 
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        await self._drain(queue, producer)
-
+        Without a planner, orders are sent in input order as they are read.
+        With one, the whole input is read first, the planner settles what
+        it can from the order list and returns a ``Schedule``, and the
+        workers take orders from it in its order.
+        """
+        if planner is None:
+            await self._run_streaming(items)
+        else:
+            await self._run_planned(items, planner)
         self.stats.finished_at = self._now()
         return self.stats
 
+    async def _run_streaming(self, items: Iterator[InputItem]) -> None:
+        queue: asyncio.Queue[OrderRef | None] = asyncio.Queue(
+            maxsize=self._settings.concurrency * 4
+        )
+        producer = asyncio.create_task(self._produce(items, queue.put))
+        if not self.stopping:
+            await self._start_workers(lambda: self._from_queue(queue))
+        await self._drain(queue, producer)
+
+    async def _run_planned(self, items: Iterator[InputItem],
+                           planner: Planner) -> None:
+        refs: list[OrderRef] = []
+
+        async def keep(ref: OrderRef | None) -> None:
+            if ref is not None:
+                refs.append(ref)
+
+        await self._produce(items, keep)
+        plan = None if self.stopping else await planner(self, refs)
+        if plan is None:
+            for ref in refs:
+                self._sink.record(_not_attempted(ref, Attempts()))
+            return
+
+        for row in plan.settled:
+            self._sink.record(row)
+        self._schedule = plan.schedule
+        if plan.schedule is not None and not self.stopping:
+            await self._start_workers(lambda: self._from_schedule(plan.schedule))
+        self._drain_schedule()
+
+    async def _start_workers(self, take: Callable[[], Awaitable[Taken]]) -> None:
+        for _ in range(self._settings.concurrency):
+            task = asyncio.create_task(self._work(take))
+            self._workers[task] = False
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
     async def _produce(self, items: Iterator[InputItem],
-                       queue: asyncio.Queue[OrderRef | None]) -> None:
+                       put: Callable[[OrderRef | None], Awaitable[None]]) -> None:
+        reader = ThreadedReader(items, batch=self._settings.read_batch)
         try:
-            while batch := await asyncio.to_thread(_take, items, _BATCH):
+            while batch := await self._read(reader):
                 for item in batch:
-                    await self._take_in(item, queue)
+                    await self._take_in(item, put)
         except (InputError, OSError) as exc:
             # Orders already sent must still reach the report: stop the run
             # like a signal would, and let the CLI say what went wrong.
             self.input_error = exc
             self.stop(f"input unreadable: {exc}", by="input")
-
+        self._input_done = True
         if not self.stopping:
             for _ in range(self._settings.concurrency):
-                await queue.put(None)
+                await put(None)
+
+    async def _read(self, reader: ThreadedReader[InputItem]) -> list[InputItem] | None:
+        """The next batch, unless the run stops while the input is silent."""
+        read = asyncio.ensure_future(reader.next_batch())
+        if not self.stopping:
+            stop = asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+        if not read.done():
+            # Stopping while a pipe is silent: give it the grace (none after
+            # a second signal), then stop waiting on it.
+            grace = 0.0 if self._hurry else self._settings.grace
+            done, _ = await asyncio.wait({read}, timeout=grace)
+            if not done:
+                read.cancel()
+                reader.abandon()
+                self.stats.input_unread = True
+                log.warning("input.abandoned", lines_read=self.stats.lines_read)
+                return None
+        return read.result()
 
     async def _take_in(self, item: InputItem,
-                       queue: asyncio.Queue[OrderRef | None]) -> None:
+                       put: Callable[[OrderRef | None], Awaitable[None]]) -> None:
         self.stats.lines_read += 1
         match item:
             case Rejected():
@@ -211,9 +325,9 @@ class Job:
             case OrderRef():
                 self.stats.distinct_ids += 1
                 if self.stopping:
-                    self._sink.record(_not_attempted(item, _Attempts()))
+                    self._sink.record(_not_attempted(item, Attempts()))
                 else:
-                    await queue.put(item)
+                    await put(item)
 
     async def _drain(self, queue: asyncio.Queue[OrderRef | None],
                      producer: asyncio.Task[None]) -> None:
@@ -223,102 +337,172 @@ class Job:
             while not queue.empty():
                 ref = queue.get_nowait()
                 if ref is not None:
-                    self._sink.record(_not_attempted(ref, _Attempts()))
+                    self._sink.record(_not_attempted(ref, Attempts()))
             if producer.done():
                 break
             await asyncio.wait({producer}, timeout=0.05)
         producer.result()  # an input error surfaces here, never silently
 
-    async def _work(self, queue: asyncio.Queue[OrderRef | None]) -> None:
+    def _drain_schedule(self) -> None:
+        if self._schedule is not None:
+            for planned in self._schedule.leftovers():
+                row = _not_attempted(planned.ref, Attempts())
+                self._sink.record(with_plan(row, planned))
+
+    async def _from_queue(self, queue: asyncio.Queue[OrderRef | None]) -> Taken:
+        return await queue.get(), None, None
+
+    async def _from_schedule(self, schedule: Schedule | None) -> Taken:
+        # The choice is made only once a request may go, so it is made
+        # with the freshest clock and rate.
+        assert schedule is not None
+        ticket = await self._gate.acquire()
+        planned = schedule.next(self._now().timestamp(), self._gate.rate,
+                                margin=self._gate.latency)
+        if planned is None:
+            self._gate.release(ticket)
+            return None, None, None
+        return planned.ref, ticket, planned
+
+    async def _work(self, take: Callable[[], Awaitable[Taken]]) -> None:
         task = asyncio.current_task()
         assert task is not None
-        while (ref := await queue.get()) is not None:
-            attempts = _Attempts()
-            try:
-                row = await self._settle(ref, attempts, task)
-            except asyncio.CancelledError:
-                self._sink.record(_not_attempted(ref, attempts))
+        while True:
+            ref, ticket, planned = await take()
+            if ref is None:
                 return
+            attempts = Attempts()
+            try:
+                row = await self._settle(ref, attempts, task, ticket, planned)
+            except asyncio.CancelledError:
+                self._sink.record(with_plan(_not_attempted(ref, attempts), planned))
+                return
+            except Exception as exc:
+                log.error("order.internal_error", order_id=ref.order_id,
+                          error=type(exc).__name__)
+                row = _unsettled(ref, Outcome.ERROR, attempts,
+                                 f"internal error ({type(exc).__name__})")
+            row = with_plan(row, planned)
             self._sink.record(row)
             log.debug("order.finished", order_id=row.order_id,
                       outcome=row.outcome.value,
                       refunded_credits=row.refunded_credits,
                       attempts=row.attempts)
 
-    # -- one order ----------------------------------------------------------
+    # -- requests -----------------------------------------------------------
 
-    async def _settle(self, ref: OrderRef, attempts: _Attempts,
-                      task: asyncio.Task[None]) -> Row:
+    async def request(self, send: Callable[[], Awaitable[A]],
+                      judge: Callable[[A], D | Retry | StopRun],
+                      attempts: Attempts, *, label: int | str,
+                      ticket: Ticket | None = None,
+                      counted: bool = True) -> D | Retry | StopRun | None:
+        """Send until a final decision, with the gate and retries.
+
+        Returns the final decision, the last ``Retry`` when retries ran
+        out, or None when the run stopped before a request went out.
+        """
+        task = asyncio.current_task()
+        decision: D | Retry | StopRun | None = None
         for number in range(1, self._settings.max_retries + 2):
-            if self.stopping:
-                return _not_attempted(ref, attempts)
-            await self._gate.acquire()
-            if self.stopping:
-                return _not_attempted(ref, attempts)
+            if ticket is None and not self.stopping:
+                ticket = await self._gate.acquire()
+            if self.stopping or ticket is None:
+                if ticket is not None:
+                    self._gate.release(ticket)
+                return None
 
-            self._workers[task] = True
-            try:
-                decision = await self._attempt(ref, attempts)
-            finally:
-                self._workers[task] = False
+            decision = await self._exchange(send, judge, attempts, ticket,
+                                            task, counted)
+            ticket = None
+            if not isinstance(decision, Retry):
+                return decision
+            await self._before_retry(label, decision, attempts, number)
+        return decision
 
-            match decision:
-                case Final() if needs_status_check(decision,
-                                                   attempts.maybe_applied):
-                    return await self._check_status(ref, decision, attempts)
-                case Final():
-                    return _final_row(ref, decision, attempts)
-                case StopRun():
-                    self.stop(decision.reason, by="credentials")
-                    return _not_attempted(ref, attempts, decision.reason)
-                case Retry():
-                    await self._before_retry(ref, decision, attempts, number)
-
-        return _gave_up(ref, attempts)
-
-    async def _attempt(self, ref: OrderRef, attempts: _Attempts) -> Decision:
-        attempts.count += 1
+    async def _exchange(self, send: Callable[[], Awaitable[A]],
+                        judge: Callable[[A], D | Retry | StopRun],
+                        attempts: Attempts, ticket: Ticket,
+                        task: asyncio.Task[Any] | None,
+                        counted: bool) -> D | Retry | StopRun:
+        if counted:
+            attempts.count += 1
         self.stats.requests_sent += 1
+        if task in self._workers:
+            self._workers[task] = True
         try:
-            answer = await self._client.cancel(ref.order_id)
+            answer = await send()
         except TransportError as exc:
+            self._gate.settle(ticket, None)
             attempts.http_status = None
             return Retry(exc.kind, maybe_applied=exc.sent)
-
+        except asyncio.CancelledError:
+            # Abandoned on the wire at a stop: the API may have carried it out.
+            attempts.maybe_applied = True
+            raise
+        finally:
+            if task in self._workers:
+                self._workers[task] = False
+        # A 429's own headers say only that the window is full; the
+        # cooldown deals with it, so they do not count as foreign spending.
+        throttled = answer.http_status == 429
+        self._gate.settle(ticket, None if throttled else answer.rate)
         attempts.http_status = answer.http_status
-        return classify(answer, run_started=self.stats.started_at,
-                        maybe_applied_before=attempts.maybe_applied)
+        return judge(answer)
+
+    # -- one order ----------------------------------------------------------
+
+    async def _settle(self, ref: OrderRef, attempts: Attempts,
+                      task: asyncio.Task[None], ticket: Ticket | None,
+                      planned: Planned | None = None) -> Row:
+        # The order list showed it still cancellable just before the run
+        # began cancelling: a "cancelled" answer is then this run's doing.
+        listed_open = planned is not None and planned.listed_open
+
+        def judge(answer: Answer) -> Decision:
+            return classify(answer, run_started=self.stats.started_at,
+                            maybe_applied_before=attempts.maybe_applied,
+                            listed_open=listed_open)
+
+        decision = await self.request(
+            lambda: self._client.cancel(ref.order_id), judge, attempts,
+            label=ref.order_id, ticket=ticket)
+        match decision:
+            case None:
+                return _not_attempted(ref, attempts)
+            case Final() if needs_status_check(decision, attempts.maybe_applied):
+                return await self._check_status(ref, decision, attempts,
+                                                listed_open)
+            case Final():
+                return _final_row(ref, decision, attempts)
+            case StopRun():
+                self.stop(decision.reason, by="credentials")
+                return _not_attempted(ref, attempts, decision.reason)
+        return _gave_up(ref, attempts)
 
     async def _check_status(self, ref: OrderRef, refusal: Final,
-                            attempts: _Attempts) -> Row:
+                            attempts: Attempts, listed_open: bool) -> Row:
         """Ask the track endpoint whether a lost attempt cancelled the order."""
         log.info("order.status_check", order_id=ref.order_id,
                  refusal=refusal.detail)
-        for number in range(1, self._settings.max_retries + 2):
-            await self._gate.acquire()
-            self.stats.requests_sent += 1
-            try:
-                answer = await self._client.track(ref.order_id)
-            except TransportError as exc:
-                decision: Decision = Retry(f"status check: {exc.kind}")
-            else:
-                decision = classify_status_check(
-                    answer, run_started=self.stats.started_at, refusal=refusal)
 
-            match decision:
-                case Final():
-                    return _final_row(ref, decision, attempts)
-                case StopRun():
-                    self.stop(decision.reason, by="credentials")
-                    return _not_attempted(ref, attempts, decision.reason)
-                case Retry():
-                    await self._before_retry(ref, decision, attempts, number)
+        def judge(answer: Answer) -> Decision:
+            return classify_status_check(answer, run_started=self.stats.started_at,
+                                         refusal=refusal, listed_open=listed_open)
 
+        decision = await self.request(
+            lambda: self._client.track(ref.order_id), judge, attempts,
+            label=ref.order_id, counted=False)
+        match decision:
+            case Final():
+                return _final_row(ref, decision, attempts)
+            case StopRun():
+                self.stop(decision.reason, by="credentials")
+                return _not_attempted(ref, attempts, decision.reason)
         detail = f"{refusal.detail}; status check failed: {attempts.last_reason}"
         return _unsettled(ref, Outcome.ERROR, attempts, detail)
 
-    async def _before_retry(self, ref: OrderRef, decision: Retry,
-                            attempts: _Attempts, number: int) -> None:
+    async def _before_retry(self, label: int | str, decision: Retry,
+                            attempts: Attempts, number: int) -> None:
         attempts.maybe_applied |= decision.maybe_applied
         attempts.last_reason = decision.reason
         if number > self._settings.max_retries:
@@ -330,9 +514,9 @@ class Job:
             self._gate.cool_down(delay)
         else:
             delay = self._settings.backoff.delay(number, self._rand)
-        log.info("request.retry_scheduled", order_id=ref.order_id,
-                 attempt=number, reason=decision.reason,
-                 delay_s=round(delay, 2), shared_cooldown=decision.throttled)
+        log.info("request.retry_scheduled", order_id=label, attempt=number,
+                 reason=decision.reason, delay_s=round(delay, 2),
+                 shared_cooldown=decision.throttled)
         if not decision.throttled:
             await self._sleep(delay)
 
@@ -342,11 +526,15 @@ class Job:
         return self._settings.cooldown if seconds is None else seconds
 
 
-def _take(items: Iterator[InputItem], count: int) -> list[InputItem]:
-    return list(itertools.islice(items, count))
+def with_plan(row: Row, planned: Planned | None) -> Row:
+    """Add what the plan knew (credits at stake, deadline) to a row."""
+    if planned is None or planned.deadline is None:
+        return row
+    return replace(row, credits_at_stake=planned.credits,
+                   deadline=datetime.fromtimestamp(planned.deadline, UTC))
 
 
-def _final_row(ref: OrderRef, decision: Final, attempts: _Attempts) -> Row:
+def _final_row(ref: OrderRef, decision: Final, attempts: Attempts) -> Row:
     return Row(
         order_id=ref.order_id,
         outcome=decision.outcome,
@@ -363,17 +551,17 @@ def _final_row(ref: OrderRef, decision: Final, attempts: _Attempts) -> Row:
     )
 
 
-def _gave_up(ref: OrderRef, attempts: _Attempts) -> Row:
+def _gave_up(ref: OrderRef, attempts: Attempts) -> Row:
     detail = f"gave up after {attempts.count} attempts: {attempts.last_reason}"
     return _unsettled(ref, Outcome.ERROR, attempts, detail)
 
 
-def _not_attempted(ref: OrderRef, attempts: _Attempts,
+def _not_attempted(ref: OrderRef, attempts: Attempts,
                    detail: str = "run stopped first") -> Row:
     return _unsettled(ref, Outcome.NOT_ATTEMPTED, attempts, detail)
 
 
-def _unsettled(ref: OrderRef, outcome: Outcome, attempts: _Attempts,
+def _unsettled(ref: OrderRef, outcome: Outcome, attempts: Attempts,
                detail: str) -> Row:
     if attempts.maybe_applied:
         detail += "; an attempt may have been carried out"

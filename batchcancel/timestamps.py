@@ -15,11 +15,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 def parse_timestamp(raw: object) -> datetime | None:
     """An aware UTC datetime, or None when ``raw`` is not a known form."""
-    if isinstance(raw, dict):
-        return _from_object(raw)
-    if not isinstance(raw, str) or not raw.strip():
+    try:
+        if isinstance(raw, dict):
+            return _from_object(raw)
+        if not isinstance(raw, str) or not raw.strip():
+            return None
+        return _from_text(raw.strip(), UTC)
+    except (ValueError, OverflowError):
+        # Odd zones ("+ab:cd") and dates at the calendar's edge
+        # ("9999-12-31T23:59:59-14:00") are unknown times, not crashes.
         return None
-    return _from_text(raw.strip(), UTC)
 
 
 def _from_text(text: str, zone: timezone | ZoneInfo) -> datetime | None:

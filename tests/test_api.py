@@ -123,3 +123,10 @@ def test_amounts_are_whole_cents_or_unknown(raw: object, expected: int | None) -
 
     assert answer.order is not None
     assert expected == answer.order.authorization_total
+
+
+def test_a_deeply_nested_body_is_unreadable_not_a_crash() -> None:
+    """'[' two hundred thousand times is an unreadable answer, retried."""
+    answer = parse_answer(200, b"[" * 200_000)
+
+    assert answer.readable is False

@@ -33,7 +33,7 @@ def test_default_toml_documents_every_setting_with_its_default() -> None:
 
 def test_the_default_toml_loads_as_a_config_file() -> None:
     """The documented file is itself a valid --config file."""
-    assert load_config_file(DEFAULT_TOML)["rate"] == "60/min"
+    assert load_config_file(DEFAULT_TOML)["rate"] == "auto"
 
 
 def test_an_unknown_key_in_a_config_file_is_refused(tmp_path: Path) -> None:
@@ -117,3 +117,23 @@ def test_a_private_token_file_gives_no_warning(tmp_path: Path) -> None:
     path.chmod(0o600)
 
     assert ("s3cret", "") == read_token(str(path), {})
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("concurrency = []", "concurrency must be int"),
+    ("concurrency = 2.7", "concurrency must be int"),
+    ("concurrency = true", "concurrency must be int"),
+    ("read_timeout = []", "read_timeout must be int or float"),
+    ("summary = []", "summary must be a string"),
+    ("token_file = 7", "token_file must be a string"),
+    ("cancel = 5", "must be a table"),
+])
+def test_a_value_of_the_wrong_kind_is_refused_by_name(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    """Wrong TOML types give a clear error naming the setting, not a traceback."""
+    path = tmp_path / "c.toml"
+    path.write_text(line + "\n")
+
+    with pytest.raises(ConfigError, match=message):
+        load_config_file(path)

@@ -132,7 +132,7 @@ async def test_hostile_ids_never_reach_the_server(
     report = tmp_path / "r.csv"
 
     done = await run_cli(["cancel", str(source), "--report", str(report),
-                          "--base-url", sandbox.base_url, *FAST])
+                          "--base-url", sandbox.base_url, "--no-preflight", *FAST])
     paths = [entry["path"] for entry in sandbox.record()["request_log"]]
     rows = read_report(report)
 
@@ -152,7 +152,7 @@ async def test_the_server_rate_limit_is_respected_without_a_429_storm(
 
     done = await run_cli(["cancel", str(source), "--report", str(report),
                           "--base-url", sandbox.base_url, *FAST, "--rate", "20/s",
-                          "--concurrency", "4"])
+                          "--rate-window", "1", "--concurrency", "4"])
     record = sandbox.record()
 
     throttled = [e["t"] for e in record["request_log"] if e["status"] == 429]
@@ -235,3 +235,106 @@ async def test_the_demo_runs_and_agrees_with_its_sandbox(tmp_path: Path) -> None
     assert "report agrees with the sandbox" in done.stderr
     assert {"batchcancel-demo-ids.csv", "batchcancel-demo-report.csv",
             "batchcancel-demo-summary.json"} <= set(os.listdir(tmp_path))
+
+
+async def start_cli(args: list[str], **extra: Any) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "batchcancel", *args, env=cli_env(),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, **extra)
+
+
+@pytest.mark.e2e
+async def test_ids_piped_in_slowly_are_sent_as_they_arrive(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    """Without preflight, an ID on an open pipe is cancelled before the pipe ends."""
+    sandbox = await sandbox_factory(orders=5, seed=9)
+    process = await start_cli(["cancel", "-", "--no-preflight", "--report",
+                               str(tmp_path / "r.csv"), "--base-url",
+                               sandbox.base_url, "--rate", "off"])
+    assert process.stdin is not None
+    process.stdin.write(b"100001\n")
+    await process.stdin.drain()
+
+    for _ in range(100):
+        if sandbox.record()["requests"]["cancel"]:
+            break
+        await asyncio.sleep(0.05)
+    sent_while_open = sandbox.record()["requests"]["cancel"]
+    process.stdin.close()
+    await asyncio.wait_for(process.wait(), 20)
+
+    assert 1 == sent_while_open
+    assert 0 == process.returncode
+
+
+@pytest.mark.e2e
+async def test_a_signal_while_stdin_is_silent_stops_within_the_grace(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    """SIGINT while waiting on an open, silent pipe: exit 130, rows for what came.
+
+    (The run once waited for the pipe to close, ignoring every signal.)"""
+    sandbox = await sandbox_factory(orders=5, seed=9)
+    report = tmp_path / "r.csv"
+    process = await start_cli(["cancel", "-", "--report", str(report), "--grace",
+                               "1", "--base-url", sandbox.base_url])
+    assert process.stdin is not None
+    process.stdin.write(b"100001\n100002\n")
+    await process.stdin.drain()
+    await asyncio.sleep(1.0)
+
+    process.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(process.communicate(), 10)
+    rows = read_report(report)
+
+    assert 130 == process.returncode
+    assert ["100001", "100002"] == sorted(r["order_id"] for r in rows)
+    assert {"not_attempted"} == {r["outcome"] for r in rows}
+    assert b"not read past line" in err
+    assert b"Traceback" not in err
+
+
+@pytest.mark.e2e
+async def test_running_the_same_job_twice_counts_no_refund_twice(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    """A second run right after the first claims none of the first run's refunds.
+
+    (A run started in the same second once counted them again.)"""
+    sandbox = await sandbox_factory(orders=100, seed=21)
+    source = write_ids(tmp_path / "ids.csv", [str(100_000 + n) for n in range(100)])
+    base = ["cancel", str(source), "--base-url", sandbox.base_url, "--rate", "off"]
+
+    for mode in ([], ["--no-preflight"]):
+        await run_cli([*base, *mode, "--report", str(tmp_path / "first.csv")])
+        again = await run_cli([*base, *mode, "--report", str(tmp_path / "again.csv")])
+        summary = read_json(tmp_path / "again-summary.json")
+
+        assert 0 == again.code, again.stderr
+        assert 0 == summary["outcomes"]["cancelled"], mode
+        assert 0 == summary["refunded_credits"]["cents"], mode
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("outputs", [
+    ["--report", "same.csv", "--summary", "same.csv"],
+    ["--report", "ids.csv"],
+    ["--report", "r.csv", "--summary", "missing/s.json"],
+])
+async def test_bad_output_paths_are_refused_before_any_request(
+    sandbox_factory: SandboxFactory, tmp_path: Path, outputs: list[str]
+) -> None:
+    """Outputs that collide with each other or the input, or cannot be written,
+    stop the run before it sends anything."""
+    sandbox = await sandbox_factory(orders=5)
+    write_ids(tmp_path / "ids.csv", ["100001"])
+
+    done = await run_cli(["cancel", "ids.csv", *outputs, "--base-url",
+                          sandbox.base_url], cwd=tmp_path)
+
+    assert 2 == done.code
+    assert done.stderr.startswith("Error: ")
+    assert 0 == sandbox.record()["requests"]["total"]
+    assert "100001" in (tmp_path / "ids.csv").read_text()

@@ -7,6 +7,8 @@ import io
 import os
 import re
 import sys
+import tempfile
+import threading
 from itertools import islice
 from pathlib import Path
 
@@ -41,6 +43,17 @@ def refs(*pairs: tuple[int, int], source: str = "-") -> list[InputItem]:
     return [OrderRef(order_id, source, line) for order_id, line in pairs]
 
 
+def ask_column(what: str, source: str = "-") -> str:
+    """The refusal of a source whose ID column would only be a guess."""
+    return (f"{source}: {what}; say which column holds the order IDs "
+            "with --column NAME or --column NUMBER")
+
+
+# The reader takes read1 where a stream has it, so each double below answers
+# read1 and read alike; a double that kept BytesIO's read1 would hand out its
+# whole buffer at once and test nothing.
+
+
 class Trickle(io.BytesIO):
     """Hands out a few bytes per read, as a slow pipe does."""
 
@@ -50,6 +63,9 @@ class Trickle(io.BytesIO):
 
     def read(self, size: int | None = -1) -> bytes:
         return super().read(self._size)
+
+    def read1(self, size: int | None = -1) -> bytes:
+        return self.read(size)
 
 
 class Endless(io.BytesIO):
@@ -63,6 +79,9 @@ class Endless(io.BytesIO):
         self.reads += 1
         return b"%d\n" % self.reads
 
+    def read1(self, size: int | None = -1) -> bytes:
+        return self.read(size)
+
 
 class Breaks(io.BytesIO):
     """Gives its data in one read, then fails as a dying disk does."""
@@ -72,6 +91,28 @@ class Breaks(io.BytesIO):
         if not data:
             raise OSError(5, "Input/output error")
         return data
+
+    def read1(self, size: int | None = -1) -> bytes:
+        return self.read(size)
+
+
+class RawTrickle(io.RawIOBase):
+    """A raw stream, which has no read1, handing out a few bytes per read."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        super().__init__()
+        self._data = data
+        self._size = size
+        self.reads = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        self.reads += 1
+        chunk, self._data = self._data[: self._size], self._data[self._size :]
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
 
 
 # -- encodings -------------------------------------------------------------
@@ -95,9 +136,13 @@ def test_utf8_bom_is_dropped_before_the_header() -> None:
 ])
 def test_utf16_with_bom_is_decoded_whole(bom: bytes, encoding: str) -> None:
     """Excel's "Unicode text" export, either byte order, reads like UTF-8."""
-    data = bom + "Bestellnummer\tKunde\r\n501\tJosé\r\n502\tZoë\r\n".encode(encoding)
+    data = bom + "order_id\tKunde\r\n501\tJosé\r\n502\tZoë\r\n".encode(encoding)
 
     assert refs((501, 2), (502, 3)) == read(data)
+    assert [
+        Rejected("-", 2, "José", "not a positive integer"),
+        Rejected("-", 3, "Zoë", "not a positive integer"),
+    ] == read(data, column="Kunde")
 
 
 def test_utf16_survives_reads_that_split_characters() -> None:
@@ -125,7 +170,11 @@ def test_windows_1252_lines_are_read() -> None:
     assert [
         *refs((1001, 2)),
         Rejected("-", 3, "Müller", "not a positive integer"),
-    ] == read(data)
+    ] == read(data, column="Bestellnummer")
+    assert [
+        Rejected("-", 2, "José", "not a positive integer"),
+        Rejected("-", 3, "Straße", "not a positive integer"),
+    ] == read(data, column="kunde")
 
 
 def test_utf8_and_cp1252_lines_may_mix() -> None:
@@ -179,12 +228,19 @@ def test_a_delimiter_inside_quotes_does_not_count() -> None:
     assert [
         Rejected("-", 1, "Smith, Ann", "not a positive integer"),
         Rejected("-", 2, "Doe, Jo", "not a positive integer"),
-    ] == read(data)
+    ] == read(data, column="1")
+    assert refs((41, 1), (42, 2)) == read(data, column="2")
 
 
 def test_semicolon_wins_a_tie_with_comma() -> None:
     """When both appear equally, the semicolon is the delimiter, commas are text."""
-    assert refs((51, 1), (52, 2)) == read(b"51;Smith, Ann\n52;Doe, Jo\n")
+    data = b"51;Smith, Ann\n52;Doe, Jo\n"
+
+    assert refs((51, 1), (52, 2)) == read(data, column="1")
+    assert [
+        Rejected("-", 1, "Smith, Ann", "not a positive integer"),
+        Rejected("-", 2, "Doe, Jo", "not a positive integer"),
+    ] == read(data, column="2")
 
 
 def test_excel_sep_line_names_the_delimiter() -> None:
@@ -312,14 +368,129 @@ def test_a_lone_word_over_ids_is_data() -> None:
     )
 
 
-def test_two_fields_without_an_id_make_a_header() -> None:
-    """``Bestellnummer;Kunde`` is a header; its first column holds the IDs."""
-    assert refs((5, 2)) == read(b"Bestellnummer;Kunde\n5;Ann\n")
+def test_two_fields_without_an_id_are_a_header_that_is_refused() -> None:
+    """``Bestellnummer;Kunde`` is a header naming no ID column, so it is refused."""
+    with pytest.raises(InputError) as caught:
+        read(b"Bestellnummer;Kunde\n5;Ann\n")
+
+    assert ask_column("the header (Bestellnummer, Kunde) names no order-ID column") == (
+        str(caught.value)
+    )
 
 
-def test_a_first_record_with_an_id_is_data() -> None:
-    """``12;abc`` is the first data row, not a header."""
-    assert refs((12, 1), (13, 2)) == read(b"12;abc\n13;def\n")
+def test_a_header_naming_no_id_column_is_read_with_a_column() -> None:
+    """Given ``--column``, ``Bestellnummer;Kunde`` is still a header, then skipped."""
+    data = b"Bestellnummer;Kunde\n5;Ann\n"
+
+    assert refs((5, 2)) == read(data, column="Bestellnummer")
+    assert refs((5, 2)) == read(data, column="1")
+    assert [Rejected("-", 2, "Ann", "not a positive integer")] == read(data, column="2")
+
+
+def test_a_first_record_with_an_id_is_data_that_is_refused() -> None:
+    """``12;abc`` is a first data row of two columns, so no column is guessed."""
+    with pytest.raises(InputError) as caught:
+        read(b"12;abc\n13;def\n")
+
+    assert ask_column("2 columns and no header row") == str(caught.value)
+
+
+def test_a_first_record_with_an_id_is_read_with_a_column_number() -> None:
+    """Given ``--column 1``, ``12;abc`` is the first data row, not a header."""
+    assert refs((12, 1), (13, 2)) == read(b"12;abc\n13;def\n", column="1")
+
+
+def test_header_naming_no_id_column_is_refused_at_the_call(tmp_path: Path) -> None:
+    """A file whose header names no ID column fails at ``read_ids``, before any item."""
+    path = write(tmp_path, b"Kunde,Betrag\n17,99\n")
+
+    with pytest.raises(InputError) as caught:
+        read_ids([path])
+
+    assert ask_column("the header (Kunde, Betrag) names no order-ID column", path) == (
+        str(caught.value)
+    )
+
+
+def test_headerless_two_column_file_is_refused_at_the_call(tmp_path: Path) -> None:
+    """A file of two numeric columns fails at ``read_ids``, naming it and --column."""
+    path = write(tmp_path, b"\n501;17\n502;18\n")
+
+    with pytest.raises(InputError) as caught:
+        read_ids([path])
+
+    assert ask_column("2 columns and no header row", path) == str(caught.value)
+
+
+def test_a_guessed_column_in_any_file_fails_before_the_first(tmp_path: Path) -> None:
+    """A second file that needs --column fails before the first yields an ID."""
+    good = write(tmp_path, b"1\n2\n", "good.csv")
+    bad = write(tmp_path, b"3,4\n", "bad.csv")
+
+    with pytest.raises(InputError, match=r"bad\.csv: 2 columns and no header row"):
+        read_ids([good, bad])
+
+
+def test_a_guessed_column_on_stdin_is_refused_when_reached() -> None:
+    """Stdin cannot be read twice, so its first record raises while iterating."""
+    headerless = read_ids(["-"], stdin=io.BytesIO(b"501;17\n502;18\n"))
+    header = read_ids(["-"], stdin=io.BytesIO(b"Kunde;Betrag\n17;99\n"))
+
+    with pytest.raises(InputError) as caught:
+        next(headerless)
+    assert ask_column("2 columns and no header row") == str(caught.value)
+
+    with pytest.raises(InputError) as caught:
+        next(header)
+    assert ask_column("the header (Kunde, Betrag) names no order-ID column") == (
+        str(caught.value)
+    )
+
+
+def test_stdin_after_a_file_is_refused_after_the_file_items(tmp_path: Path) -> None:
+    """The file's IDs come first; stdin's two columns raise when stdin is reached."""
+    path = write(tmp_path, b"1\n")
+    items = read_ids([path, "-"], stdin=io.BytesIO(b"2;3\n"))
+
+    assert OrderRef(1, path, 1) == next(items)
+    with pytest.raises(InputError, match="-: 2 columns and no header row"):
+        next(items)
+
+
+def test_column_two_of_a_headerless_file_is_read(tmp_path: Path) -> None:
+    """``--column 2`` on a headerless two-column file reads the second column."""
+    path = write(tmp_path, b"17;501\n18;502\n")
+
+    assert refs((501, 1), (502, 2), source=path) == list(read_ids([path], column="2"))
+
+
+def test_a_thousands_separator_list_is_refused_not_read_as_ids() -> None:
+    """``42,790`` alone on a line is two comma fields, refused rather than ID 42."""
+    with pytest.raises(InputError) as caught:
+        read(b"42,790\n1,250\n")
+
+    assert ask_column("2 columns and no header row") == str(caught.value)
+
+
+def test_a_thousands_separator_after_plain_ids_is_rejected() -> None:
+    """``42,790`` under a plain first ID is one column's value, rejected, not 42."""
+    assert [
+        *refs((101, 1)),
+        Rejected("-", 2, "42,790", "not a positive integer"),
+        *refs((102, 3)),
+    ] == read(b"101\n42,790\n102\n")
+
+
+def test_single_column_file_needs_no_column(tmp_path: Path) -> None:
+    """A one-column file with or without its ``id`` header is read at once."""
+    plain = write(tmp_path, b"7\n8\n", "plain.csv")
+    named = write(tmp_path, b"ID\n9\n", "named.csv")
+
+    assert [
+        OrderRef(7, plain, 1),
+        OrderRef(8, plain, 2),
+        OrderRef(9, named, 2),
+    ] == list(read_ids([plain, named]))
 
 
 def test_id_column_need_not_be_first() -> None:
@@ -572,6 +743,44 @@ def test_items_come_before_a_read_error() -> None:
         next(items)
 
 
+def test_a_pipe_yields_ids_before_it_is_closed() -> None:
+    """IDs written to a pipe that stays open are yielded without waiting for more."""
+    read_end, write_end = os.pipe()
+    received = threading.Event()
+    seen_while_open: list[bool] = []
+
+    def writer() -> None:
+        # Six lines: more than the five a file's delimiter is sniffed from,
+        # so no delimiter sniff has cause to wait for the pipe to close.
+        os.write(write_end, b"1\n2\n3\n4\n5\n6\n")
+        # A reader waiting for a full chunk would only go on once this closes.
+        seen_while_open.append(received.wait(timeout=5))
+        os.close(write_end)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    with open(read_end, "rb") as stream:
+        items = read_ids(["-"], stdin=stream)
+        first = list(islice(items, 6))
+        received.set()
+        rest = list(items)
+    thread.join()
+
+    assert refs(*((n, n) for n in range(1, 7))) == first
+    assert [] == rest
+    assert [True] == seen_while_open
+
+
+def test_a_stream_without_read1_is_read_with_read() -> None:
+    """A raw stream, lacking read1, is read in its small pieces all the same."""
+    stream = RawTrickle(b"order_id\r\n31\r\n32", 2)
+
+    items = list(read_ids(["-"], stdin=stream))  # type: ignore[arg-type]
+
+    assert refs((31, 2), (32, 3)) == items
+    assert 9 == stream.reads  # eight two-byte pieces, then the end
+
+
 # -- fuzzing ---------------------------------------------------------------
 
 
@@ -585,22 +794,74 @@ def assert_sound(items: list[InputItem]) -> None:
     assert all(len(item.value) <= 64 for item in items if isinstance(item, Rejected))
 
 
+def read_until_refused(
+    data: bytes, column: str | None = None
+) -> tuple[list[InputItem], str | None]:
+    """The items read from stdin, and the InputError's message if one stopped it."""
+    items: list[InputItem] = []
+    try:
+        for item in read_ids(["-"], column=column, stdin=io.BytesIO(data)):
+            items.append(item)
+    except InputError as exc:
+        return items, str(exc)
+    return items, None
+
+
+def assert_read_soundly(data: bytes) -> None:
+    """Without a column: sound items, then at most a refusal naming - and --column.
+
+    With ``--column 1`` nothing is guessed, so every input is read to its end.
+    """
+    items, refusal = read_until_refused(data)
+    assert_sound(items)
+    if refusal is not None:
+        assert refusal.startswith("-: ")
+        assert "--column" in refusal
+        # The refusal comes at the first record, so no ID can precede it.
+        assert all(isinstance(item, Rejected) for item in items)
+
+    items, refusal = read_until_refused(data, column="1")
+    assert None is refusal
+    assert_sound(items)
+
+
 @given(st.binary(max_size=2000))
-def test_any_bytes_are_read_without_error(data: bytes) -> None:
-    """Arbitrary bytes never raise; IDs are positive, unique and in line order."""
-    assert_sound(read(data))
+def test_any_bytes_are_read_or_refused(data: bytes) -> None:
+    """Arbitrary bytes raise at most a --column refusal; IDs stay sound."""
+    assert_read_soundly(data)
 
 
 @given(st.text(max_size=500), st.sampled_from(["utf-8", "utf-16", "cp1252"]))
-def test_any_text_in_any_encoding_is_read(text: str, encoding: str) -> None:
-    """Arbitrary text, however encoded, never raises and stays sound."""
-    assert_sound(read(text.encode(encoding, errors="replace")))
+def test_any_text_in_any_encoding_is_read_or_refused(text: str, encoding: str) -> None:
+    """Arbitrary text, however encoded, raises at most a --column refusal."""
+    assert_read_soundly(text.encode(encoding, errors="replace"))
 
 
-@given(st.text(alphabet='0123456789,;|\t"\r\n =-.eE\u00a0idor_', max_size=300))
-def test_csv_shaped_text_is_read_without_error(text: str) -> None:
-    """Text made of CSV's own characters never raises and stays sound."""
-    assert_sound(read(text.encode()))
+CSV_SHAPED = st.text(alphabet='0123456789,;|\t"\r\n =-.eE\u00a0idor_', max_size=300)
+
+
+@given(CSV_SHAPED)
+def test_csv_shaped_text_is_read_or_refused(text: str) -> None:
+    """Text made of CSV's own characters raises at most a --column refusal."""
+    assert_read_soundly(text.encode())
+
+
+@given(CSV_SHAPED)
+def test_a_file_is_refused_at_the_call_or_not_at_all(text: str) -> None:
+    """A file that needs --column is refused by ``read_ids`` itself, never later."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write(Path(tmp), text.encode())
+        try:
+            items = read_ids([path])
+        except InputError as exc:
+            refusal: str | None = str(exc)
+        else:
+            refusal = None
+            assert_sound(list(items))  # raises nothing once the call returned
+
+    if refusal is not None:
+        assert refusal.startswith(f"{path}: ")
+        assert "--column" in refusal
 
 
 @given(
@@ -616,3 +877,8 @@ def test_every_listed_id_comes_back(ids: list[int], end: bytes, encoding: str) -
 
     assert ids == [item.order_id for item in items if not isinstance(item, Rejected)]
     assert list(range(1, len(ids) + 1)) == [item.line for item in items]
+
+
+def test_a_list_with_a_trailing_separator_is_one_column() -> None:
+    """Excel's "501;" rows: the empty cell after each ID is not a second column."""
+    assert refs((501, 1), (502, 2)) == read(b"501;\n502;\n")

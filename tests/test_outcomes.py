@@ -56,11 +56,25 @@ def test_cancelled_long_before_the_run_refunds_nothing() -> None:
                                               decision.refunded_credits)
 
 
-def test_updated_in_the_same_second_as_the_start_counts_as_ours() -> None:
-    """updated_at has whole seconds, so the start second is compared whole."""
-    same_second = STARTED.replace(microsecond=0)
+def test_updated_in_the_same_second_as_the_start_is_not_claimed() -> None:
+    """A cancel in the start's own second may be the previous run's: not ours.
 
-    assert cancelled_by_this_run(same_second, STARTED, maybe_applied_before=False)
+    (Claiming it once counted the refunds of a run that had just ended.)"""
+    same_second = STARTED.replace(microsecond=0)
+    next_second = same_second + timedelta(seconds=1)
+
+    assert not cancelled_by_this_run(same_second, STARTED, maybe_applied_before=False)
+    assert cancelled_by_this_run(next_second, STARTED, maybe_applied_before=False)
+
+
+def test_listed_open_makes_a_cancelled_answer_ours_whatever_the_clock() -> None:
+    """The order list showed it open before the run: the cancel is this run's."""
+    decision = classify(Answer(200, order("cancelled", updated=None)),
+                        run_started=STARTED, maybe_applied_before=False,
+                        listed_open=True)
+
+    assert isinstance(decision, Final)
+    assert (Outcome.CANCELLED, 267) == (decision.outcome, decision.refunded_credits)
 
 
 @pytest.mark.parametrize(("maybe_applied", "expected"), [
@@ -189,3 +203,20 @@ def test_redirects_are_errors_not_followed() -> None:
 
     assert isinstance(decision, Final)
     assert Outcome.ERROR == decision.outcome
+
+
+def test_a_403_about_the_action_refuses_only_that_order() -> None:
+    """Laravel's "This action is unauthorized." refuses the order, not the token.
+
+    (It once stopped a whole run at its first order.)"""
+    decision = judge(Answer(403, message="This action is unauthorized."))
+
+    assert decision == Final(Outcome.NOT_CANCELLABLE,
+                             detail="refused: This action is unauthorized.")
+
+
+@pytest.mark.parametrize("message", ["Unauthorized", "Unauthorized.",
+                                     "Invalid API token", "Unauthenticated."])
+def test_a_403_about_the_token_stops_the_run(message: str) -> None:
+    """A 403 that speaks of the credentials ends the run."""
+    assert isinstance(judge(Answer(403, message=message)), StopRun)

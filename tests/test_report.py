@@ -125,3 +125,32 @@ def test_json_is_replaced_atomically(tmp_path: Path) -> None:
 
     assert {"a": 1} == json.loads(path.read_text())
     assert [path] == list(tmp_path.iterdir())
+
+
+def test_control_characters_and_the_token_are_never_echoed(tmp_path: Path) -> None:
+    """NUL and escape bytes are shown escaped; a token in the input is redacted."""
+    path = tmp_path / "report.csv"
+    writer = ReportWriter(path, secrets=("s3cr3t-token",))
+    writer.record(row(None, Outcome.INVALID_INPUT,
+                      input_value="\x00\x1b[31mx s3cr3t-token"))
+    writer.close()
+
+    text = path.read_text()
+
+    assert "\x00" not in text
+    assert "\x1b" not in text
+    assert "s3cr3t-token" not in text
+    assert "[REDACTED]" in text
+
+
+def test_stdin_is_named_plainly_in_the_report(tmp_path: Path) -> None:
+    """The source "-" is written as "stdin", not as a neutralised "'-"."""
+    path = tmp_path / "report.csv"
+    writer = ReportWriter(path)
+    writer.record(Row(order_id=5, outcome=Outcome.CANCELLED, source="-", line=1))
+    writer.close()
+
+    with path.open(newline="") as file:
+        (only,) = list(csv.DictReader(file))
+
+    assert "stdin" == only["source"]

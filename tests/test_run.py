@@ -12,6 +12,7 @@ import pytest
 from batchcancel.errors import TransportError
 from batchcancel.ids import Duplicate, InputItem, OrderRef, Rejected
 from batchcancel.outcomes import Answer, OrderView, Outcome, Row
+from batchcancel.ratelimit import RateHeaders, Ticket
 from batchcancel.retry import Backoff
 from batchcancel.run import Job, RunSettings
 
@@ -60,15 +61,22 @@ class ScriptedApi:
 
 
 class OpenGate:
-    """A gate that never waits but records cooldowns."""
+    """A gate that never waits but records tickets and cooldowns."""
+
+    rate = None
 
     def __init__(self) -> None:
         self.acquired = 0
+        self.settled = 0
         self.cooldowns: list[float] = []
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> Ticket:
         self.acquired += 1
         await asyncio.sleep(0)
+        return Ticket(0.0, 0)
+
+    def settle(self, ticket: Ticket, headers: RateHeaders | None) -> None:
+        self.settled += 1
 
     def cool_down(self, seconds: float) -> None:
         self.cooldowns.append(seconds)
@@ -145,6 +153,7 @@ async def test_retries_pass_the_gate_every_time() -> None:
 
     assert (Outcome.CANCELLED, 3) == (sink.rows[0].outcome, sink.rows[0].attempts)
     assert (3, 3, 2) == (gate.acquired, job.stats.requests_sent, job.stats.retries)
+    assert gate.acquired == gate.settled  # every ticket handed back
 
 
 async def test_a_429_cools_the_whole_gate_down_by_its_retry_after() -> None:
@@ -260,6 +269,8 @@ async def test_in_flight_requests_are_abandoned_after_the_grace() -> None:
 
     assert [7] == [r.order_id for r in sink.rows]
     assert Outcome.NOT_ATTEMPTED == sink.rows[0].outcome
+    # It was on the wire: the API may have cancelled it, so no refund of 0.
+    assert sink.rows[0].refunded_credits is None
 
 
 @pytest.mark.parametrize("reason", ["connection lost", "unreadable body"])
@@ -270,3 +281,23 @@ async def test_transport_failures_are_retried(reason: str) -> None:
     _, sink, _ = await run(api, refs(1))
 
     assert (Outcome.CANCELLED, 2) == (sink.rows[0].outcome, sink.rows[0].attempts)
+
+
+async def test_an_unexpected_failure_in_one_order_loses_no_row() -> None:
+    """A bug met while settling one order gives it an error row; the rest go on.
+
+    (Such a failure once dropped orders from the report and exited 0.)"""
+    class Broken(ScriptedApi):
+        async def cancel(self, order_id: int) -> Answer:
+            if order_id == 2:
+                raise RuntimeError("boom")
+            return await super().cancel(order_id)
+
+    api = Broken({}, default=[cancelled()])
+
+    _, sink, _ = await run(api, refs(1, 2, 3))
+    rows = sink.by_id()
+
+    assert [1, 2, 3] == sorted(rows)
+    assert Outcome.ERROR == rows[2].outcome
+    assert "internal error (RuntimeError)" in rows[2].detail
