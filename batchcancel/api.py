@@ -222,7 +222,8 @@ def _page_of(document: object) -> ListPage | None:
     items = [item for item in document["data"] if isinstance(item, dict)]
     meta = document.get("meta")
     meta = meta if isinstance(meta, dict) else {}
-    orders = (parse_listed(item, parse_timestamp(item.get("created_at")))
+    orders = (parse_listed(item, parse_timestamp(item.get("created_at")),
+                           parse_timestamp(item.get("updated_at")))
               for item in items)
     return ListPage(
         orders=tuple(order for order in orders if order is not None),

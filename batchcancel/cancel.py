@@ -23,6 +23,7 @@ from batchcancel.api import ThanksIo
 from batchcancel.config import Settings, is_loopback
 from batchcancel.errors import ConfigError
 from batchcancel.ids import OrderRef, check_readable, read_ids
+from batchcancel.journal import Journal, identity
 from batchcancel.logs import Console
 from batchcancel.outcomes import Outcome, Row, StopRun
 from batchcancel.plan import (
@@ -120,19 +121,37 @@ async def cancel_orders(
         # for (or trip over) sys.stdin's buffer lock at exit.
         stdin = os.fdopen(os.dup(0), "rb", buffering=0)
     items = read_ids(inputs, column=settings.column, stdin=stdin)
+    journal = None if settings.dry_run else Journal(
+        settings.journal, identity(inputs, token, settings.base_url),
+        started_at=datetime.now(UTC))
+    if journal is not None and journal.resumed:
+        log.info("journal.resumed", finished=len(journal.finished),
+                 job_started=journal.started_at.isoformat(timespec="seconds"))
     report = _open_report(settings, secrets=(token,))
     tally = Tally()
     progress = Progress(console, quiet=quiet)
-    sink = _Fanout(report, tally, progress)
+    sink = _Fanout(report, *([journal] if journal else []), tally, progress)
 
-    async with _session(settings) as session:
-        client = ThanksIo(session, settings.base_url, token)
-        job = Job(client, _gate(settings), sink, _run_settings(settings, inputs))
-        sink.on_failure = lambda exc: job.stop(
-            f"the report cannot be written: {exc}", by="output")
-        planner = (_planner(client, settings, None if settings.yes else confirm)
-                   if settings.preflight or settings.dry_run else None)
-        stats = await _run(job, items, planner, progress, handle_signals)
+    try:
+        async with _session(settings) as session:
+            client = ThanksIo(session, settings.base_url, token)
+            job = Job(client, _gate(settings), sink, _run_settings(settings, inputs),
+                      job_started=journal.started_at if journal else None,
+                      finished=journal.finished if journal else None,
+                      sent_before=set(journal.sent_before) if journal else None,
+                      on_send=journal.sending if journal else (lambda _: None))
+            sink.on_failure = lambda exc: job.stop(
+                f"the report cannot be written: {exc}", by="output")
+            resumed_from = (journal.started_at if journal and journal.resumed
+                            else None)
+            planner = (_planner(client, settings,
+                                None if settings.yes else confirm, resumed_from,
+                                journal.sent_before if journal else set())
+                       if settings.preflight or settings.dry_run else None)
+            stats = await _run(job, items, planner, progress, handle_signals)
+    finally:
+        if journal is not None:
+            journal.close()
 
     console.end_status()
     _finish_report(report, sink, stats)
@@ -156,11 +175,13 @@ async def cancel_orders(
 def check_outputs(settings: Settings, inputs: Sequence[str]) -> None:
     """Refuse, before any request, outputs that cannot be written or that
     would overwrite an input or each other."""
-    report, summary = settings.report, settings.summary
+    report, summary, journal = settings.report, settings.summary, settings.journal
     if _same(report, summary):
         raise ConfigError(f"--report and --summary are the same file: {report}")
+    if _same(journal, report) or _same(journal, summary):
+        raise ConfigError(f"the journal {journal} would overwrite an output")
     for name in inputs:
-        for output in (report, summary):
+        for output in (report, summary, journal):
             if name != "-" and _same(Path(name), output):
                 raise ConfigError(f"{output} is an input; writing it would destroy it")
     for output in (report, summary):
@@ -296,13 +317,17 @@ def _counts(summary: dict[str, Any]) -> dict[str, Any]:
 Confirm = Callable[[str], bool]
 
 
-def _planner(client: ThanksIo, settings: Settings,
-             confirm: Confirm | None) -> Planner:
+def _planner(client: ThanksIo, settings: Settings, confirm: Confirm | None,
+             resumed_from: datetime | None = None,
+             sent_before: set[int] | None = None) -> Planner:
+    sent_earlier = frozenset(sent_before or ())
+
     async def plan(job: Job, refs: list[OrderRef]) -> Plan | None:
         listed, complete = await _list_orders(job, client, settings, refs)
         if job.stopping:
             return None
-        settled, planned = _split(refs, listed, settings.review_window)
+        settled, planned = _split(refs, listed, settings.review_window,
+                                  resumed_from, sent_earlier)
         log.info("preflight.finished", listed=len(listed), complete=complete,
                  settled_by_list=len(settled), to_send=len(planned))
         if settings.dry_run:
@@ -338,12 +363,14 @@ async def _list_orders(job: Job, client: ThanksIo, settings: Settings,
                            per_page=settings.page_size, cutoff=cutoff)
 
 
-def _split(refs: list[OrderRef], listed: dict[int, Listed],
-           window: timedelta) -> tuple[list[Row], list[Planned]]:
+def _split(refs: list[OrderRef], listed: dict[int, Listed], window: timedelta,
+           resumed_from: datetime | None,
+           sent_before: frozenset[int]) -> tuple[list[Row], list[Planned]]:
     settled: list[Row] = []
     planned: list[Planned] = []
     for ref in refs:
-        row = settle_from_list(ref, listed.get(ref.order_id))
+        row = settle_from_list(ref, listed.get(ref.order_id), resumed_from,
+                               sent_before)
         if row is not None:
             settled.append(row)
         else:

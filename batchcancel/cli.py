@@ -113,6 +113,9 @@ def main() -> None:
           help="CSV report, one row per distinct ID and per invalid line.")
 @_setting("summary", "--summary", type=click.Path(dir_okay=False),
           help="JSON summary [default: REPORT-summary.json beside the report].")
+@_setting("journal", "--journal", type=click.Path(dir_okay=False),
+          help="Journal of finished orders, for resuming "
+               "[default: REPORT-journal.jsonl beside the report].")
 @_setting("log_format", "--log-format",
           type=click.Choice(["auto", "console", "json"]),
           help="auto: console on a terminal, JSON lines otherwise.")

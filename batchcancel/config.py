@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "column": None,
     "report": "batchcancel-report.csv",
     "summary": None,
+    "journal": None,
     "log_format": "auto",
     "log_level": "info",
     "allow_insecure_http": False,
@@ -89,6 +90,7 @@ class Settings:
     column: str | None
     report: Path
     summary: Path
+    journal: Path
     log_format: str
     log_level: str
 
@@ -169,6 +171,8 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
         column=values["column"] or None,
         report=report,
         summary=Path(summary) if summary else _summary_beside(report),
+        journal=Path(values["journal"]) if values["journal"] else report.with_name(
+            report.stem + "-journal.jsonl"),
         log_format=values["log_format"],
         log_level=values["log_level"],
     )

@@ -24,6 +24,7 @@ from batchcancel.sandbox import Faults, Sandbox, SandboxConfig
 INPUT = "batchcancel-demo-ids.csv"
 REPORT = "batchcancel-demo-report.csv"
 SUMMARY = "batchcancel-demo-summary.json"
+JOURNAL = "batchcancel-demo-journal.jsonl"
 
 _FAULTS = Faults(
     throttle_429=0.02, server_error=0.03, drop_before=0.01, drop_after=0.01,
@@ -52,6 +53,8 @@ async def run_demo(folder: Path, console: Console, *, orders: int = 400,
     sandbox = Sandbox(SandboxConfig(orders=orders, seed=seed, rate_limit=25,
                                     rate_window=1.0, faults=_FAULTS))
     await sandbox.start("127.0.0.1", 0)
+    # Each demo is a new job against a new sandbox: never resume an old one.
+    (folder / JOURNAL).unlink(missing_ok=True)
     try:
         ids = write_sample_input(folder / INPUT, sandbox_ids(sandbox, orders),
                                  random.Random(seed))
@@ -61,6 +64,7 @@ async def run_demo(folder: Path, console: Console, *, orders: int = 400,
             "concurrency": 8, "max_retries": 8, "backoff_initial": 0.05,
             "backoff_max": 1.0, "cooldown": 1.0, "read_timeout": 1.0,
             "report": str(folder / REPORT), "summary": str(folder / SUMMARY),
+            "journal": str(folder / JOURNAL),
         })
         result = await cancel_orders(settings, sandbox.config.token, [str(ids)],
                                      console=console, quiet=quiet)

@@ -119,7 +119,8 @@ _RETRY_STATUS = frozenset({408, 425, 429})
 
 
 def classify(answer: Answer, *, run_started: datetime,
-             maybe_applied_before: bool, listed_open: bool = False) -> Decision:
+             maybe_applied_before: bool, listed_open: bool = False,
+             sent_before: bool = False) -> Decision:
     """Decide what one answer means for its order.
 
     ``listed_open``: the order list showed the order not cancelled when this
@@ -137,7 +138,8 @@ def classify(answer: Answer, *, run_started: datetime,
         return Final(Outcome.ERROR, detail=f"redirect (HTTP {status}) not followed")
     if 200 <= status < 300:
         return _classify_order(answer, run_started,
-                               maybe_applied_before or listed_open, listed_open)
+                               maybe_applied_before or listed_open, listed_open,
+                               sent_before)
     return _classify_refusal(answer)
 
 
@@ -177,8 +179,8 @@ def _classify_refusal(answer: Answer) -> Decision:
 
 
 def _classify_order(answer: Answer, run_started: datetime,
-                    maybe_applied_before: bool, listed_open: bool = False
-                    ) -> Decision:
+                    maybe_applied_before: bool, listed_open: bool = False,
+                    sent_before: bool = False) -> Decision:
     order = answer.order
     if not answer.readable:
         return Retry("unreadable body", maybe_applied=True)
@@ -188,7 +190,8 @@ def _classify_order(answer: Answer, run_started: datetime,
     if order.status == "cancelled":
         if listed_open:
             return _cancelled_now(order)
-        return _classify_cancelled(order, run_started, maybe_applied_before)
+        return _classify_cancelled(order, run_started, maybe_applied_before,
+                                   sent_before)
     if order.status == REVIEWING:
         # The API kept the order in review: nothing happened, try again.
         return Retry("order still reviewing after cancel")
@@ -198,9 +201,10 @@ def _classify_order(answer: Answer, run_started: datetime,
 
 
 def _classify_cancelled(order: OrderView, run_started: datetime,
-                        maybe_applied_before: bool) -> Final:
+                        maybe_applied_before: bool, sent_before: bool = False
+                        ) -> Final:
     ours = cancelled_by_this_run(order.updated_at, run_started,
-                                 maybe_applied_before)
+                                 maybe_applied_before, sent_before)
     if not ours:
         return Final(Outcome.ALREADY_CANCELLED, order_status="cancelled",
                      refunded_credits=0, sub_account_id=order.sub_account_id,
@@ -230,7 +234,8 @@ def needs_status_check(decision: Final, maybe_applied_before: bool) -> bool:
 
 
 def classify_status_check(answer: Answer, *, run_started: datetime,
-                          refusal: Final, listed_open: bool = False) -> Decision:
+                          refusal: Final, listed_open: bool = False,
+                          sent_before: bool = False) -> Decision:
     """Decide an order from the track endpoint after ``needs_status_check``."""
     if answer.http_status in _AUTH:
         return StopRun(f"credentials refused (HTTP {answer.http_status})")
@@ -246,17 +251,25 @@ def classify_status_check(answer: Answer, *, run_started: datetime,
     if order.status == "cancelled":
         if listed_open:
             return _cancelled_now(order)
-        return _classify_cancelled(order, run_started, True)
+        return _classify_cancelled(order, run_started, True, sent_before)
     return Final(Outcome.NOT_CANCELLABLE, order_status=order.status,
                  refunded_credits=0, sub_account_id=order.sub_account_id,
                  detail=f"{refusal.detail}; order is {order.status}")
 
 
 def cancelled_by_this_run(updated_at: datetime | None, run_started: datetime,
-                          maybe_applied_before: bool) -> bool:
-    """The rule of the module docstring, on its own so it can be tested."""
+                          maybe_applied_before: bool,
+                          sent_before: bool = False) -> bool:
+    """The rule of the module docstring, on its own so it can be tested.
+
+    ``sent_before``: an interrupted run of this job sent this order a cancel
+    whose answer was lost; then the job's own start second counts too.
+    """
     if updated_at is None:
         return maybe_applied_before
+    if sent_before:
+        started = run_started.astimezone(UTC).replace(microsecond=0)
+        return updated_at.astimezone(UTC) >= started
     # updated_at has whole seconds: only a later second than the start's is
     # surely after it.  (Counting the start's own second once counted the
     # cancels of a run that had ended a moment before.)

@@ -48,6 +48,7 @@ class Listed:
     created_at: datetime | None
     authorization_total: int | None
     sub_account_id: int | None
+    updated_at: datetime | None = None
 
     @property
     def is_cancelled(self) -> bool:
@@ -78,7 +79,8 @@ def deadline_of(listed: Listed | None, review_window: timedelta) -> datetime | N
     return listed.created_at + review_window
 
 
-def parse_listed(raw: dict[str, object], created_at: datetime | None) -> Listed | None:
+def parse_listed(raw: dict[str, object], created_at: datetime | None,
+                 updated_at: datetime | None = None) -> Listed | None:
     """One item of ``GET /orders/list`` (already decoded), or None."""
     order_id = raw.get("id")
     if type(order_id) is not int or order_id <= 0:
@@ -93,6 +95,7 @@ def parse_listed(raw: dict[str, object], created_at: datetime | None) -> Listed 
         created_at=created_at,
         authorization_total=total if type(total) is int else None,
         sub_account_id=sub if type(sub) is int else None,
+        updated_at=updated_at,
     )
 
 
@@ -289,10 +292,28 @@ def _last(view: PageView, page: int, cutoff: datetime) -> bool:
     return bool(created) and min(created) < cutoff
 
 
-def settle_from_list(ref: OrderRef, listed: Listed | None) -> Row | None:
-    """The row the order list alone decides, costing no cancel request."""
+def settle_from_list(ref: OrderRef, listed: Listed | None,
+                     job_started: datetime | None = None,
+                     sent_before: frozenset[int] | set[int] = frozenset()
+                     ) -> Row | None:
+    """The row the order list alone decides, costing no cancel request.
+
+    ``job_started``: when a resumed job first started.  An order the list
+    shows cancelled after that moment, but that the journal does not hold,
+    was cancelled by a request of this job whose answer was lost in a crash.
+    """
     if listed is None:
         return None
+    ours_lost = ref.order_id in sent_before or (
+        job_started is not None and listed.updated_at is not None
+        and listed.updated_at.replace(microsecond=0)
+        > job_started.replace(microsecond=0))
+    if listed.is_cancelled and ours_lost:
+        return Row(order_id=ref.order_id, outcome=Outcome.CANCELLED,
+                   source=ref.source, line=ref.line, order_status="cancelled",
+                   refunded_credits=listed.authorization_total,
+                   sub_account_id=listed.sub_account_id,
+                   detail="order list: cancelled by an earlier attempt of this job")
     if listed.is_cancelled:
         return _listed_row(ref, listed, Outcome.ALREADY_CANCELLED,
                            "order list: already cancelled")

@@ -222,7 +222,7 @@ class AccountWindow:
             return max(2, foreign)
         return 0 if self.quiet_windows >= 1 else 1
 
-    def reopen_time(self, now: float) -> float:
+    def reopen_time(self, now: float, margin: float = 0.0) -> float:
         """When the exhausted window is expected to take requests again."""
         if self.reopens_at is not None and self.reopens_at > now:
             return self.reopens_at
@@ -230,7 +230,10 @@ class AccountWindow:
         if self.last_reset is None:
             return now + window
         periods = max(1, math.ceil((now - self.last_reset) / window))
-        return self.last_reset + periods * window
+        # Resets are seen up to a round trip late and unevenly, so a learned
+        # window can come out a little short: ``margin`` (about two round
+        # trips) keeps the probe from arriving before the window reopens.
+        return self.last_reset + periods * window + min(margin, 0.05 * window)
 
     def reopened(self) -> None:
         """The wait is over: one request goes first to see how much room
@@ -358,7 +361,7 @@ class ThrottleGate:
         now_room = (int(share * window) if account.probing
                     else account.expected - account.reserve)
         times = [start] * max(0, min(count, now_room))
-        reopen = account.reopen_time(self._clock()) + offset
+        reopen = account.reopen_time(self._clock(), 2 * self._latency) + offset
         per_window = max(1, int(share * window))
         while len(times) < count:
             times += [max(start, reopen)] * min(per_window, count - len(times))
@@ -384,10 +387,13 @@ class ThrottleGate:
             now = self._clock()
             if self.account.in_flight:
                 # Answers still to come may show that a new window began.
-                await self._wait_changed(self.account.reopen_time(now) - now)
+                await self._wait_changed(self._reopen_in(now))
                 continue
-            await self._sleep(max(0.0, self.account.reopen_time(now) - now))
+            await self._sleep(max(0.0, self._reopen_in(now)))
             self.account.reopened()
+
+    def _reopen_in(self, now: float) -> float:
+        return self.account.reopen_time(now, 2 * self._latency) - now
 
     async def _wait_changed(self, longest: float) -> None:
         self._changed.clear()

@@ -138,7 +138,14 @@ class Job:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
+        job_started: datetime | None = None,
+        finished: dict[int, Row] | None = None,
+        sent_before: set[int] | None = None,
+        on_send: Callable[[int], None] = lambda order_id: None,
     ) -> None:
+        """``job_started`` and ``finished`` come from the journal of an
+        interrupted run of the same job: its first start, which decides
+        what this job cancelled, and the rows it already settled."""
         self._client = client
         self._gate = gate
         self._sink = sink
@@ -147,6 +154,10 @@ class Job:
         self._sleep = sleep
         self._rand = rand
         self.stats = RunStats(started_at=now())
+        self.job_started = job_started or self.stats.started_at
+        self._finished = finished or {}
+        self._sent_before = sent_before or set()
+        self._on_send = on_send
         self._stopping = asyncio.Event()
         self._workers: dict[asyncio.Task[None], bool] = {}
         self.input_error: Exception | None = None
@@ -322,6 +333,11 @@ class Job:
                 self.stats.duplicates += 1
                 log.debug("input.duplicate", order_id=item.order_id,
                           line=item.line, first_line=item.first_line)
+            case OrderRef() if item.order_id in self._finished:
+                # Settled by an interrupted run of this job: never sent again.
+                self.stats.distinct_ids += 1
+                self._sink.record(replace(self._finished[item.order_id],
+                                          source=item.source, line=item.line))
             case OrderRef():
                 self.stats.distinct_ids += 1
                 if self.stopping:
@@ -411,6 +427,8 @@ class Job:
                     self._gate.release(ticket)
                 return None
 
+            if counted and attempts.count == 0 and isinstance(label, int):
+                self._on_send(label)  # journaled before the request leaves
             decision = await self._exchange(send, judge, attempts, ticket,
                                             task, counted)
             ticket = None
@@ -457,11 +475,13 @@ class Job:
         # The order list showed it still cancellable just before the run
         # began cancelling: a "cancelled" answer is then this run's doing.
         listed_open = planned is not None and planned.listed_open
+        sent_before = ref.order_id in self._sent_before
+        attempts.maybe_applied |= sent_before
 
         def judge(answer: Answer) -> Decision:
-            return classify(answer, run_started=self.stats.started_at,
+            return classify(answer, run_started=self.job_started,
                             maybe_applied_before=attempts.maybe_applied,
-                            listed_open=listed_open)
+                            listed_open=listed_open, sent_before=sent_before)
 
         decision = await self.request(
             lambda: self._client.cancel(ref.order_id), judge, attempts,
@@ -471,7 +491,7 @@ class Job:
                 return _not_attempted(ref, attempts)
             case Final() if needs_status_check(decision, attempts.maybe_applied):
                 return await self._check_status(ref, decision, attempts,
-                                                listed_open)
+                                                listed_open, sent_before)
             case Final():
                 return _final_row(ref, decision, attempts)
             case StopRun():
@@ -480,14 +500,16 @@ class Job:
         return _gave_up(ref, attempts)
 
     async def _check_status(self, ref: OrderRef, refusal: Final,
-                            attempts: Attempts, listed_open: bool) -> Row:
+                            attempts: Attempts, listed_open: bool,
+                            sent_before: bool) -> Row:
         """Ask the track endpoint whether a lost attempt cancelled the order."""
         log.info("order.status_check", order_id=ref.order_id,
                  refusal=refusal.detail)
 
         def judge(answer: Answer) -> Decision:
-            return classify_status_check(answer, run_started=self.stats.started_at,
-                                         refusal=refusal, listed_open=listed_open)
+            return classify_status_check(answer, run_started=self.job_started,
+                                         refusal=refusal, listed_open=listed_open,
+                                         sent_before=sent_before)
 
         decision = await self.request(
             lambda: self._client.track(ref.order_id), judge, attempts,

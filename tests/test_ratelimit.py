@@ -209,6 +209,7 @@ def test_without_a_reset_header_the_learned_window_is_used() -> None:
     answered(window, 6.5, remaining=0)
 
     assert 8.0 == window.reopen_time(6.6)
+    assert 8.02 == pytest.approx(window.reopen_time(6.6, margin=0.02))
 
 
 def test_knowing_nothing_the_documented_60_seconds_apply() -> None:
