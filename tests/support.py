@@ -92,3 +92,8 @@ def disagreements(rows: list[dict[str, str]], record: Mapping[str, Any]) -> list
             problems.append(f"{row['order_id']}: credits {row['refunded_credits']}"
                             f" != {refunded}")
     return problems
+
+
+def every_file_text(folder: Path) -> str:
+    """All that a run left in ``folder``, as text, for a search."""
+    return "".join(path.read_text(errors="replace") for path in folder.iterdir())

@@ -7,43 +7,29 @@ import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SandboxFactory
 from support import (
     FAST,
     TOKEN,
     cli_env,
     disagreements,
+    every_file_text,
     read_json,
     read_report,
     run_cli,
 )
 
-from batchcancel.sandbox import Faults, Sandbox, SandboxConfig
+from batchcancel.sandbox import Faults
 
 FAULTS = Faults(throttle_429=0.003, server_error=0.02, drop_before=0.01,
                 drop_after=0.01, late_answer=0.005, garbled_body=0.01,
                 late_delay=1.0)
 
-SandboxFactory = Callable[..., Coroutine[Any, Any, Sandbox]]
 
-
-@pytest.fixture
-async def sandbox_factory() -> AsyncIterator[SandboxFactory]:
-    started: list[Sandbox] = []
-
-    async def start(**settings: Any) -> Sandbox:
-        sandbox = Sandbox(SandboxConfig(token=TOKEN, **settings))
-        await sandbox.start("127.0.0.1", 0)
-        started.append(sandbox)
-        return sandbox
-
-    yield start
-    for sandbox in started:
-        await sandbox.stop()
 
 
 def write_ids(path: Path, lines: list[str], header: str = "order_id") -> Path:
@@ -80,8 +66,9 @@ async def test_2000_orders_with_faults_agree_with_the_sandbox(
     assert {r["order_id"]: int(r["attempts"]) for r in rows if r["order_id"] in
             record["orders"]} == {oid: truth["cancel_requests"] for oid, truth in
                                   record["orders"].items()}
-    everything = done.stdout + done.stderr + report.read_text() + summary.read_text()
-    assert TOKEN not in everything
+    written = every_file_text(tmp_path)
+    assert TOKEN not in done.stdout + done.stderr + written
+    assert (tmp_path / "report-journal.jsonl").exists()  # searched too
 
 
 @pytest.mark.e2e

@@ -13,32 +13,13 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from conftest import SandboxFactory
 from support import TOKEN, cli_env, disagreements, read_json, read_report, run_cli
-
-from batchcancel.sandbox import Sandbox, SandboxConfig
-
-SandboxFactory = Callable[..., Coroutine[Any, Any, Sandbox]]
-
-
-@pytest.fixture
-async def sandbox_factory() -> AsyncIterator[SandboxFactory]:
-    started: list[Sandbox] = []
-
-    async def start(**settings: Any) -> Sandbox:
-        sandbox = Sandbox(SandboxConfig(token=TOKEN, **settings))
-        await sandbox.start("127.0.0.1", 0)
-        started.append(sandbox)
-        return sandbox
-
-    yield start
-    for sandbox in started:
-        await sandbox.stop()
 
 
 def write_ids(path: Path, ids: list[int]) -> Path:

@@ -6,33 +6,17 @@ import asyncio
 import random
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
 import pytest
-from support import FAST, TOKEN, cli_env, disagreements, read_json, read_report, run_cli
+from conftest import SandboxFactory
+from support import FAST, cli_env, disagreements, read_json, read_report, run_cli
 
-from batchcancel.sandbox import Faults, Sandbox, SandboxConfig
+from batchcancel.sandbox import Faults
 
 FAULTS = Faults(server_error=0.02, drop_before=0.01, drop_after=0.02,
                 late_answer=0.01, garbled_body=0.01, late_delay=1.0)
-SandboxFactory = Callable[..., Coroutine[Any, Any, Sandbox]]
 
-
-@pytest.fixture
-async def sandbox_factory() -> AsyncIterator[SandboxFactory]:
-    started: list[Sandbox] = []
-
-    async def start(**settings: Any) -> Sandbox:
-        sandbox = Sandbox(SandboxConfig(token=TOKEN, **settings))
-        await sandbox.start("127.0.0.1", 0)
-        started.append(sandbox)
-        return sandbox
-
-    yield start
-    for sandbox in started:
-        await sandbox.stop()
 
 
 def outcome_set(report: Path) -> set[tuple[str, str, str]]:
