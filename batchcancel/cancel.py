@@ -8,7 +8,9 @@ the report and the summary.  It prints nothing: people read the CLI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -241,7 +243,7 @@ def exit_code_for(tally: Tally, stats: RunStats, *, dry_run: bool = False) -> in
         return EXIT_SIGNAL[stats.stopped_by]
     if stats.stopped_by == "input":
         return EXIT_USAGE
-    if stats.stopped_by in {"output", "internal"}:
+    if stats.stopped_by in {"output", "internal", "preflight"}:
         return EXIT_INCOMPLETE
     if dry_run:
         return EXIT_INCOMPLETE if tally.outcomes[Outcome.ERROR.value] else EXIT_OK
@@ -331,11 +333,19 @@ def _planner(client: ThanksIo, settings: Settings, confirm: Confirm | None,
         log.info("preflight.finished", listed=len(listed), complete=complete,
                  settled_by_list=len(settled), to_send=len(planned))
         if settings.dry_run:
-            return Plan(settled + [_dry_row(p, listed) for p in planned], None)
-        if confirm is not None and planned and not await asyncio.to_thread(
-                confirm, confirmation_text(planned, listed)):
-            job.stop("not confirmed at the prompt", by="user", immediately=True)
-            return Plan(settled + [_declined(p) for p in planned], None)
+            if not complete:
+                # A dry run is only as good as the list: say it was not read.
+                job.stats.stopped_by = "preflight"
+                job.stats.stop_reason = "the order list could not be read completely"
+            return Plan(settled + [_dry_row(p, listed, complete) for p in planned],
+                        None)
+        if confirm is not None and planned:
+            agreed = await _ask(job, confirm, confirmation_text(planned, listed))
+            if agreed is None:  # a signal came while the question waited
+                return None
+            if not agreed:
+                job.stop("not confirmed at the prompt", by="user", immediately=True)
+                return Plan(settled + [_declined(p) for p in planned], None)
         now = datetime.now(UTC).timestamp()
         return Plan(settled, Schedule(planned, now=now, rate=job.gate_rate,
                                       slots=job.slot_times, lead=job.lead()))
@@ -378,13 +388,46 @@ def _split(refs: list[OrderRef], listed: dict[int, Listed], window: timedelta,
     return settled, planned
 
 
-def _dry_row(planned: Planned, listed: dict[int, Listed]) -> Row:
+async def _ask(job: Job, confirm: Confirm, text: str) -> bool | None:
+    """Ask in a daemon thread; None if the run is stopped meanwhile.
+
+    The terminal read cannot be interrupted, so a SIGINT or SIGTERM (say,
+    from ``docker stop``) abandons the question instead of waiting for it.
+    """
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[bool] = loop.create_future()
+
+    def settle(agreed: bool) -> None:
+        if not answer.done():
+            answer.set_result(agreed)
+
+    def ask() -> None:
+        agreed = False
+        try:
+            agreed = confirm(text)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop may be gone
+                loop.call_soon_threadsafe(settle, agreed)
+
+    threading.Thread(target=ask, name="batchcancel-confirm", daemon=True).start()
+    stopped = asyncio.ensure_future(job.wait_stopping())
+    waiting: set[asyncio.Future[Any]] = {answer, stopped}
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    return answer.result() if answer.done() and not job.stopping else None
+
+
+def _dry_row(planned: Planned, listed: dict[int, Listed], complete: bool) -> Row:
     ref = planned.ref
     if ref.order_id not in listed:
+        detail = ("dry run: not in the order list; a real run sends it a cancel"
+                  if complete else
+                  "dry run: the order list could not be read; status unknown")
         return with_plan(Row(order_id=ref.order_id, outcome=Outcome.NOT_ATTEMPTED,
-                             source=ref.source, line=ref.line,
-                             detail="dry run: not in the order list; a real run "
-                                    "sends it a cancel"), planned)
+                             source=ref.source, line=ref.line, detail=detail),
+                         planned)
     return with_plan(Row(order_id=ref.order_id, outcome=Outcome.WOULD_CANCEL,
                          source=ref.source, line=ref.line,
                          order_status=listed[ref.order_id].status,

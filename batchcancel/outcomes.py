@@ -101,6 +101,7 @@ class Retry:
     # A 429: every worker pauses, ``retry_after`` is the raw header.
     throttled: bool = False
     retry_after: str | None = None
+    reset_in: float | None = None  # X-RateLimit-Reset, when a 429 has it
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +132,8 @@ def classify(answer: Answer, *, run_started: datetime,
         return StopRun(f"credentials refused (HTTP {status})")
     if status == 429 or status in _RETRY_STATUS:
         return Retry(f"HTTP {status}", throttled=status == 429,
-                     retry_after=answer.retry_after)
+                     retry_after=answer.retry_after,
+                     reset_in=answer.rate.reset_in if answer.rate else None)
     if status >= 500:
         return Retry(f"HTTP {status}", maybe_applied=True)
     if 300 <= status < 400:

@@ -147,6 +147,7 @@ class AccountWindow:
     watched_whole_window: bool = False
     # Just reopened: one request is out to learn the new window's room.
     probing: bool = False
+    ever_shared: bool = False
     _gaps: list[float] = field(default_factory=list)
 
     def sent(self) -> None:
@@ -207,8 +208,15 @@ class AccountWindow:
 
     @property
     def shared(self) -> bool:
-        """Another program was seen spending this budget lately."""
-        return bool(self.foreign_last_window or self.foreign_this_window)
+        """Another program has been seen spending this budget.
+
+        Once seen, always assumed: a window in which its requests happened
+        to go unnoticed is no sign that it has gone, and bursting again
+        would meet its next request with a 429.
+        """
+        if self.foreign_last_window or self.foreign_this_window:
+            self.ever_shared = True
+        return self.ever_shared
 
     @property
     def reserve(self) -> int:
@@ -218,7 +226,7 @@ class AccountWindow:
         # window has passed without anyone), and as many as the other
         # program spent last window, at least two, once it has.
         foreign = max(self.foreign_last_window, self.foreign_this_window)
-        if foreign:
+        if self.shared:
             return max(2, foreign)
         return 0 if self.quiet_windows >= 1 else 1
 
@@ -390,7 +398,8 @@ class ThrottleGate:
                 await self._wait_changed(self._reopen_in(now))
                 continue
             await self._sleep(max(0.0, self._reopen_in(now)))
-            self.account.reopened()
+            if not self.account.probing:
+                self.account.reopened()
 
     def _reopen_in(self, now: float) -> float:
         return self.account.reopen_time(now, 2 * self._latency) - now
@@ -400,7 +409,8 @@ class ThrottleGate:
         try:
             await asyncio.wait_for(self._changed.wait(), max(0.0, longest))
         except TimeoutError:
-            self.account.reopened()
+            if not self.account.probing:  # one probe, however many wait
+                self.account.reopened()
 
     def _wake(self) -> None:
         self._changed.set()

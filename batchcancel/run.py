@@ -190,6 +190,10 @@ class Job:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    async def wait_stopping(self) -> None:
+        """Return once the run is told to stop."""
+        await self._stopping.wait()
+
     def stop(self, reason: str, *, by: str | None = None,
              immediately: bool = False) -> None:
         """Start no new attempt; abandon in-flight ones after the grace."""
@@ -272,6 +276,8 @@ class Job:
 
         for row in plan.settled:
             self._sink.record(row)
+            log.debug("order.finished", order_id=row.order_id,
+                      outcome=row.outcome.value, from_order_list=True)
         self._schedule = plan.schedule
         if plan.schedule is not None and not self.stopping:
             await self._start_workers(lambda: self._from_schedule(plan.schedule))
@@ -532,7 +538,7 @@ class Job:
 
         self.stats.retries += 1
         if decision.throttled:
-            delay = self._cooldown_for(decision.retry_after)
+            delay = self._cooldown_for(decision.retry_after, decision.reset_in)
             self._gate.cool_down(delay)
         else:
             delay = self._settings.backoff.delay(number, self._rand)
@@ -542,9 +548,13 @@ class Job:
         if not decision.throttled:
             await self._sleep(delay)
 
-    def _cooldown_for(self, retry_after: str | None) -> float:
+    def _cooldown_for(self, retry_after: str | None,
+                      reset_in: float | None = None) -> float:
+        """Retry-After, else X-RateLimit-Reset, else --cooldown."""
         seconds = parse_retry_after(retry_after, now=self._now(),
                                     cap=self._settings.retry_after_cap)
+        if seconds is None and reset_in is not None:
+            seconds = min(reset_in, self._settings.retry_after_cap)
         return self._settings.cooldown if seconds is None else seconds
 
 
