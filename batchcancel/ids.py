@@ -358,6 +358,9 @@ def _layout(name: str, fields: list[str], column: int | str | None) -> _Layout:
     """Whether the first non-blank record is a header, and where the ID is."""
     keys = [field.strip(_BLANK).casefold() for field in fields]
     known = [i for i, key in enumerate(keys) if _NAME_NOISE.sub("", key) in _ID_NAMES]
+    # "order_id" names the order more surely than a bare "id" (which may be
+    # a row number or a customer's): prefer it wherever it stands.
+    known.sort(key=lambda i: _NAME_NOISE.sub("", keys[i]) != "orderid")
     asked = column.casefold() if isinstance(column, str) else None
     header = bool(known) or asked in keys or (
         len(fields) >= 2 and not any(isinstance(parse_order_id(f), int) for f in fields)

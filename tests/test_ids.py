@@ -882,3 +882,8 @@ def test_every_listed_id_comes_back(ids: list[int], end: bytes, encoding: str) -
 def test_a_list_with_a_trailing_separator_is_one_column() -> None:
     """Excel's "501;" rows: the empty cell after each ID is not a second column."""
     assert refs((501, 1), (502, 2)) == read(b"501;\n502;\n")
+
+
+def test_order_id_wins_over_a_bare_id_column() -> None:
+    """With both "id" and "order_id" in the header, order_id is the ID column."""
+    assert refs((100001, 2)) == read(b"id,order_id\n5,100001\n")
