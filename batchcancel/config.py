@@ -9,7 +9,6 @@ message, and the token, which is never a flag value.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import stat
 import tomllib
@@ -289,7 +288,3 @@ def _positive(name: str, value: Any) -> float:
 
 def environment_name(setting: str) -> str:
     return ENV_PREFIX + setting.upper()
-
-
-def process_environ() -> Mapping[str, str]:
-    return os.environ

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -205,8 +205,3 @@ def _row_from_json(record: dict[str, Any]) -> Row:
         return Row(**record)
     except (KeyError, TypeError, ValueError) as exc:
         raise JournalError(f"a journal row cannot be read: {exc}") from None
-
-
-def replay(rows: dict[int, Row]) -> Iterator[Row]:
-    """The journaled rows, in journal order."""
-    yield from rows.values()

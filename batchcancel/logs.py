@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
-from typing import IO, Any, TextIO
+from typing import Any, TextIO
 
 import structlog
 
@@ -113,8 +113,3 @@ def configure(console: Console, *, level: str = "info", fmt: str = "auto",
         logger_factory=lambda *args: _ConsoleLogger(console),
         cache_logger_on_first_use=False,
     )
-
-
-def write_stream(stream: IO[str], text: str) -> None:
-    stream.write(text)
-    stream.flush()

@@ -161,10 +161,6 @@ class Schedule:
         self.replans = 0
         self._plan(now)
 
-    def __len__(self) -> int:
-        return len(self._chosen) + len(self._rest) + len(self._unknown) + len(
-            self._past)
-
     def next(self, now: float, rate: float | None, *,
              margin: float = 0.0) -> Planned | None:
         """The order to send now, or None when everything has been handed out.

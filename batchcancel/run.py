@@ -163,7 +163,6 @@ class Job:
         self.input_error: Exception | None = None
         self._schedule: Schedule | None = None
         self._hurry = False
-        self._input_done = False
 
     # -- stopping -----------------------------------------------------------
 
@@ -301,7 +300,6 @@ class Job:
             # like a signal would, and let the CLI say what went wrong.
             self.input_error = exc
             self.stop(f"input unreadable: {exc}", by="input")
-        self._input_done = True
         if not self.stopping:
             for _ in range(self._settings.concurrency):
                 await put(None)
