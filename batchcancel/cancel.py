@@ -243,7 +243,8 @@ def exit_code_for(tally: Tally, stats: RunStats, *, dry_run: bool = False) -> in
         return EXIT_SIGNAL[stats.stopped_by]
     if stats.stopped_by == "input":
         return EXIT_USAGE
-    if stats.stopped_by in {"output", "internal", "preflight"}:
+    if stats.stopped_by in {"output", "internal", "preflight", "outage",
+                            "max-errors"}:
         return EXIT_INCOMPLETE
     if dry_run:
         return EXIT_INCOMPLETE if tally.outcomes[Outcome.ERROR.value] else EXIT_OK
@@ -301,6 +302,8 @@ def _run_settings(settings: Settings, inputs: Sequence[str]) -> RunSettings:
         retry_after_cap=settings.retry_after_cap,
         cooldown=settings.cooldown,
         grace=settings.grace,
+        outage_limit=settings.outage_limit,
+        max_errors=settings.max_errors,
     )
 
 

@@ -108,6 +108,12 @@ def main() -> None:
 @_setting("read_timeout", "--read-timeout", type=float, help="Seconds.")
 @_setting("grace", "--grace", type=float,
           help="On SIGINT/SIGTERM, seconds in-flight requests get to finish.")
+@_setting("outage_limit", "--outage-limit",
+          help="How long the API may fail every request (no answer or 5xx) "
+               "before the run gives up, leaving the rest to resume: 90s, 5m.")
+@_setting("max_errors", "--max-errors",
+          help="End the run once more than N orders, or more than P% of the "
+               "orders so far, have ended in error: 10 or 5%.")
 @_setting("column", "--column", help="ID column: a header name or a 1-based number.")
 @_setting("report", "--report", type=click.Path(dir_okay=False),
           help="CSV report, one row per distinct ID and per invalid line.")

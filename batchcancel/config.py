@@ -22,6 +22,7 @@ from typing import Any
 from yarl import URL
 
 from batchcancel.api import DEFAULT_BASE_URL
+from batchcancel.budget import ErrorLimit
 from batchcancel.errors import ConfigError
 from batchcancel.ratelimit import DOCUMENTED_LIMIT, Rate
 
@@ -52,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "connect_timeout": 10.0,
     "read_timeout": 30.0,
     "grace": 10.0,
+    "outage_limit": "5m",
+    "max_errors": None,
     "column": None,
     "report": "batchcancel-report.csv",
     "summary": None,
@@ -86,6 +89,8 @@ class Settings:
     connect_timeout: float
     read_timeout: float
     grace: float
+    outage_limit: float
+    max_errors: ErrorLimit | None
     column: str | None
     report: Path
     summary: Path
@@ -131,6 +136,8 @@ def _check_type(path: Path, key: str, value: Any) -> None:
         kinds = (int, float)
     elif isinstance(default, list):
         kinds = (list,)
+    elif key == "max_errors":
+        kinds = (int, str)  # 10 or "5%"
     else:
         kinds = (str,)
     wrong_bool = isinstance(value, bool) and bool not in kinds
@@ -167,6 +174,9 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
         connect_timeout=_positive("connect_timeout", values["connect_timeout"]),
         read_timeout=_positive("read_timeout", values["read_timeout"]),
         grace=_at_least_float("grace", values["grace"], 0.0),
+        outage_limit=parse_duration(str(values["outage_limit"])).total_seconds(),
+        max_errors=(None if values["max_errors"] in (None, "")
+                    else ErrorLimit.parse(values["max_errors"])),
         column=values["column"] or None,
         report=report,
         summary=Path(summary) if summary else _summary_beside(report),

@@ -32,10 +32,12 @@ from batchcancel.errors import JournalError
 from batchcancel.outcomes import Outcome, Row
 
 VERSION = 1
-#: Outcomes that end an order for good; ``not_attempted`` rows are not
-#: journaled, so a resumed run sends those orders.
+#: The API's final word on an order.  ``not_attempted`` and ``error`` rows
+#: are not journaled, so a resumed run sends those orders again: their
+#: review window may still be open, and the ``sent`` line tells the next
+#: run that a cancel may already have been carried out.
 FINAL = frozenset({Outcome.CANCELLED, Outcome.ALREADY_CANCELLED,
-                   Outcome.NOT_CANCELLABLE, Outcome.NOT_FOUND, Outcome.ERROR})
+                   Outcome.NOT_CANCELLABLE, Outcome.NOT_FOUND})
 _FSYNC_EVERY = 1.0
 
 

@@ -111,7 +111,10 @@ class RateGate(Protocol):
         """Give back a ticket whose request was never sent."""
 
     def cool_down(self, seconds: float) -> None:
-        """Hold every request back for ``seconds`` from now."""
+        """A 429: the window is full; hold every request back for ``seconds``."""
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request back for ``seconds``; the window is untouched."""
 
     @property
     def rate(self) -> float | None:
@@ -319,6 +322,11 @@ class ThrottleGate:
         seconds = max(0.0, seconds)
         self._resume_at = max(self._resume_at, self._clock() + seconds)
         self.account.exhausted_by_429(self._clock(), seconds)
+        self._wake()
+
+    def pause(self, seconds: float) -> None:
+        # An outage says nothing about the account's window: only the wait.
+        self._resume_at = max(self._resume_at, self._clock() + max(0.0, seconds))
         self._wake()
 
     async def acquire(self) -> Ticket:

@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from batchcancel.api import CancelClient
+from batchcancel.budget import ErrorLimit, GiveUp, Outage, Pause
 from batchcancel.errors import InputError, TransportError
 from batchcancel.ids import Duplicate, InputItem, OrderRef, Rejected
 from batchcancel.outcomes import (
@@ -93,6 +94,9 @@ class RunSettings:
     # A 429 without Retry-After: wait out the API's documented window.
     cooldown: float = 60.0
     grace: float = 10.0
+    # Seconds the API may fail every request before the run gives up.
+    outage_limit: float = 300.0
+    max_errors: ErrorLimit | None = None
     # Items per hand-over from the reading thread: 1 for pipes and terminals.
     read_batch: int = 256
 
@@ -163,6 +167,8 @@ class Job:
         self.input_error: Exception | None = None
         self._schedule: Schedule | None = None
         self._hurry = False
+        self._outage = Outage(limit=settings.outage_limit)
+        self._ended = self._errors = 0
 
     # -- stopping -----------------------------------------------------------
 
@@ -408,6 +414,17 @@ class Job:
                       outcome=row.outcome.value,
                       refunded_credits=row.refunded_credits,
                       attempts=row.attempts)
+            self._count_error(row)
+
+    def _count_error(self, row: Row) -> None:
+        """Stop the run once ``--max-errors`` is exceeded."""
+        self._ended += 1
+        self._errors += row.outcome is Outcome.ERROR
+        limit = self._settings.max_errors
+        if (limit is not None and not self.stopping
+                and limit.exceeded(self._errors, self._ended)):
+            self.stop(f"{self._errors} of {self._ended} orders ended in error, "
+                      f"over --max-errors {limit.text}", by="max-errors")
 
     # -- requests -----------------------------------------------------------
 
@@ -422,8 +439,8 @@ class Job:
         out, or None when the run stopped before a request went out.
         """
         task = asyncio.current_task()
-        decision: D | Retry | StopRun | None = None
-        for number in range(1, self._settings.max_retries + 2):
+        charged = 0  # failed attempts counted against max_retries
+        while True:
             if ticket is None and not self.stopping:
                 ticket = await self._gate.acquire()
             if self.stopping or ticket is None:
@@ -434,18 +451,22 @@ class Job:
             if counted and attempts.count == 0 and isinstance(label, int):
                 self._on_send(label)  # journaled before the request leaves
             decision = await self._exchange(send, judge, attempts, ticket,
-                                            task, counted)
+                                            task, counted, label)
             ticket = None
             if not isinstance(decision, Retry):
                 return decision
-            await self._before_retry(label, decision, attempts, number)
-        return decision
+            # An order is charged only for failures of its own: when other
+            # orders' requests are failing in a row too, the API is.
+            charged += not self._outage.widespread
+            await self._before_retry(label, decision, attempts, charged)
+            if charged > self._settings.max_retries:
+                return decision
 
     async def _exchange(self, send: Callable[[], Awaitable[A]],
                         judge: Callable[[A], D | Retry | StopRun],
                         attempts: Attempts, ticket: Ticket,
                         task: asyncio.Task[Any] | None,
-                        counted: bool) -> D | Retry | StopRun:
+                        counted: bool, label: int | str) -> D | Retry | StopRun:
         if counted:
             attempts.count += 1
         self.stats.requests_sent += 1
@@ -456,6 +477,7 @@ class Job:
         except TransportError as exc:
             self._gate.settle(ticket, None)
             attempts.http_status = None
+            self._failed(label, exc.kind)
             return Retry(exc.kind, maybe_applied=exc.sent)
         except asyncio.CancelledError:
             # Abandoned on the wire at a stop: the API may have carried it out.
@@ -469,7 +491,25 @@ class Job:
         throttled = answer.http_status == 429
         self._gate.settle(ticket, None if throttled else answer.rate)
         attempts.http_status = answer.http_status
+        if answer.http_status >= 500:
+            self._failed(label, f"HTTP {answer.http_status}")
+        elif not throttled and self._outage.answered():
+            log.info("run.outage_over")
         return judge(answer)
+
+    def _failed(self, label: int | str, reason: str) -> None:
+        """A request got no answer or a 5xx: pause, or give up, on an outage."""
+        outage = self._outage
+        match outage.failed(self._now().timestamp(), label):
+            case Pause(seconds):
+                self._gate.pause(seconds)
+                log.warning("run.paused", consecutive_failures=outage.streak,
+                            pause_s=round(seconds, 2), last_error=reason)
+            case GiveUp(failures, seconds) if not self.stopping:
+                self.stop(f"the API failed {failures} requests in a row for "
+                          f"{seconds:.0f} s (last: {reason}); the orders left "
+                          "are not_attempted: run the same command again to "
+                          "resume", by="outage")
 
     # -- one order ----------------------------------------------------------
 

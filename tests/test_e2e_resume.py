@@ -107,3 +107,36 @@ async def test_a_journal_of_another_base_url_is_refused(
     assert 2 == refused.code
     assert "another base URL" in refused.stderr
     assert 0 == two.record()["requests"]["total"]
+
+
+@pytest.mark.e2e
+async def test_an_outage_ends_the_run_resumable_and_a_rerun_finishes_it(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    """The API answers only 503s: the run gives up after --outage-limit with
+    every order not_attempted and exit 1, having sent a handful of requests,
+    not a storm; once the API is back, the same command settles them all."""
+    ids = [100_000 + n for n in range(60)]
+    source = tmp_path / "ids.csv"
+    source.write_text("order_id\n" + "".join(f"{i}\n" for i in ids))
+    sandbox = await sandbox_factory(orders=60, seed=5,
+                                    faults=Faults(server_error=1.0))
+    report = tmp_path / "report.csv"
+    args = ["cancel", str(source), "--report", str(report), "--base-url",
+            sandbox.base_url, *FAST, "--outage-limit", "3s", "--no-preflight"]
+
+    down = await run_cli(args)
+    summary = read_json(tmp_path / "report-summary.json")
+    sent_while_down = sandbox.record()["requests"]["cancel"]
+    sandbox.set_faults(Faults())
+    back = await run_cli(args)
+    rows = read_report(report)
+
+    assert 1 == down.code, down.stderr[-2000:]
+    assert {"not_attempted": 60} == {k: v for k, v in summary["outcomes"].items() if v}
+    assert "run the same command again" in summary["stop_reason"]
+    assert "run.paused" in down.stderr
+    assert sent_while_down < 60  # paused, not each order's retries
+    assert 0 == back.code, back.stderr[-2000:]
+    assert sorted(map(str, ids)) == sorted(r["order_id"] for r in rows)
+    assert [] == disagreements(rows, sandbox.record())

@@ -44,14 +44,22 @@ def test_rows_recorded_are_finished_on_resume(tmp_path: Path) -> None:
     assert STARTED == again.started_at  # the job's first start is kept
 
 
-def test_not_attempted_rows_are_not_journaled(tmp_path: Path) -> None:
-    """An order the run never settled is sent again on resume."""
+@pytest.mark.parametrize("outcome", [Outcome.NOT_ATTEMPTED, Outcome.ERROR])
+def test_orders_without_the_apis_final_word_are_sent_again(
+    tmp_path: Path, outcome: Outcome
+) -> None:
+    """not_attempted and error rows are not finished: a resume tries them
+    again while their window may still be open, and knows they were sent."""
     path = tmp_path / "j.jsonl"
     first = Journal(path, JOB, STARTED)
-    first.record(row(1, Outcome.NOT_ATTEMPTED, 0))
+    first.sending(1)
+    first.record(row(1, outcome, None))
     first.close()
 
-    assert {} == reopened(path).finished
+    again = reopened(path)
+
+    assert {} == again.finished
+    assert {1} == again.sent_before
 
 
 def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:

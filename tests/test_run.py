@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from batchcancel.budget import ErrorLimit
 from batchcancel.errors import TransportError
 from batchcancel.ids import Duplicate, InputItem, OrderRef, Rejected
 from batchcancel.outcomes import Answer, OrderView, Outcome, Row
@@ -69,6 +70,7 @@ class OpenGate:
         self.acquired = 0
         self.settled = 0
         self.cooldowns: list[float] = []
+        self.pauses: list[float] = []
 
     async def acquire(self) -> Ticket:
         self.acquired += 1
@@ -80,6 +82,9 @@ class OpenGate:
 
     def cool_down(self, seconds: float) -> None:
         self.cooldowns.append(seconds)
+
+    def pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
 
 
 class Rows:
@@ -301,3 +306,88 @@ async def test_an_unexpected_failure_in_one_order_loses_no_row() -> None:
     assert [1, 2, 3] == sorted(rows)
     assert Outcome.ERROR == rows[2].outcome
     assert "internal error (RuntimeError)" in rows[2].detail
+
+
+class Ticking:
+    """A wall clock that moves ``step`` seconds each time it is read."""
+
+    def __init__(self, step: float) -> None:
+        self.at, self.step = STARTED, timedelta(seconds=step)
+
+    def __call__(self) -> datetime:
+        self.at += self.step
+        return self.at
+
+
+async def run_with(api: ScriptedApi, items: Iterator[InputItem],
+                   settings: RunSettings,
+                   now: Ticking | None = None) -> tuple[Job, Rows, OpenGate]:
+    sink, gate = Rows(), OpenGate()
+    job = Job(api, gate, sink, settings, now=now or (lambda: STARTED),
+              sleep=no_sleep, rand=lambda: 0.5)
+    await job.run(items)
+    return job, sink, gate
+
+
+DOWN = Answer(503, readable=False)
+
+
+async def test_an_outage_pauses_the_run_and_charges_no_order() -> None:
+    """Eight 503s across three orders, then the API is back: all cancelled,
+    though each order allows only one retry, and the gate was paused."""
+    down_then_up = [DOWN, DOWN, DOWN, cancelled()]
+    api = ScriptedApi({1: [DOWN, DOWN, cancelled()], 2: down_then_up,
+                       3: down_then_up})
+    settings = RunSettings(concurrency=3, max_retries=1, backoff=Backoff(0.01, 0.02))
+
+    job, sink, gate = await run_with(api, refs(1, 2, 3), settings)
+
+    assert {Outcome.CANCELLED} == {row.outcome for row in sink.rows}
+    assert [1.0] == gate.pauses[:1]
+    assert job.stats.stopped_by is None
+
+
+async def test_a_lasting_outage_ends_the_run_with_the_rest_resumable() -> None:
+    """The API fails every request for the outage limit: the run stops by
+    "outage", and no order is an error: they are all not_attempted."""
+    api = ScriptedApi({}, default=[TransportError("connection reset")])
+    settings = RunSettings(concurrency=2, max_retries=1, outage_limit=60.0,
+                           backoff=Backoff(0.01, 0.02), grace=0.1)
+
+    job, sink, gate = await run_with(api, refs(*range(1, 11)), settings,
+                                     now=Ticking(5.0))
+
+    assert "outage" == job.stats.stopped_by
+    assert "connection reset" in (job.stats.stop_reason or "")
+    assert {Outcome.NOT_ATTEMPTED} == {row.outcome for row in sink.rows}
+    assert 10 == len(sink.rows)
+    assert [1.0, 2.0, 4.0] == gate.pauses[:3]  # the pause grows
+
+
+async def test_one_order_failing_alone_is_not_an_outage() -> None:
+    """Six 502s for one order, answers for the others: that order is an
+    error after its retries, and the run never pauses."""
+    api = ScriptedApi({1: [Answer(502, readable=False)]},
+                      default=[cancelled()])
+    settings = RunSettings(concurrency=1, max_retries=5, backoff=Backoff(0.01, 0.02))
+
+    _, sink, gate = await run_with(api, refs(1, 2), settings)
+
+    assert Outcome.ERROR == sink.by_id()[1].outcome
+    assert [] == gate.pauses
+
+
+async def test_max_errors_ends_the_run_on_purpose() -> None:
+    """--max-errors 1: the second order to end in error stops the run; the
+    orders not yet sent are not_attempted."""
+    bad = [Answer(502, readable=False), cancelled()]
+    api = ScriptedApi({1: bad, 3: bad, 5: bad}, default=[cancelled()])
+    settings = RunSettings(concurrency=1, max_retries=0, grace=0.1,
+                           max_errors=ErrorLimit.parse("1"))
+
+    job, sink, _ = await run_with(api, refs(1, 2, 3, 4, 5), settings)
+    outcomes = [sink.by_id()[n].outcome for n in range(1, 6)]
+
+    assert [Outcome.ERROR, Outcome.CANCELLED, Outcome.ERROR] == outcomes[:3]
+    assert {Outcome.NOT_ATTEMPTED} == set(outcomes[3:])
+    assert "max-errors" == job.stats.stopped_by
