@@ -30,9 +30,12 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Protocol
 
+import structlog
 from asyncio_throttle.throttler import Throttler
 
 from batchcancel.errors import ConfigError
+
+log = structlog.get_logger("batchcancel")
 
 _RATE = re.compile(
     r"^\s*(?P<count>\d+(?:\.\d+)?)\s*"
@@ -128,6 +131,11 @@ class RateGate(Protocol):
         """When the next ``count`` requests can go, as epoch seconds."""
 
 
+#: A reading of Remaining older than this share of the window is stale
+#: once another program is seen on the token.
+STALE_AFTER = 0.1
+
+
 @dataclass(slots=True)
 class AccountWindow:
     """The account's fixed rate window as seen from this client (pure).
@@ -151,6 +159,8 @@ class AccountWindow:
     # Just reopened: one request is out to learn the new window's room.
     probing: bool = False
     ever_shared: bool = False
+    # When ``expected`` was last read from an answer's headers.
+    read_at: float = 0.0
     _gaps: list[float] = field(default_factory=list)
 
     def sent(self) -> None:
@@ -165,14 +175,17 @@ class AccountWindow:
             return
         if headers.limit is not None:
             self.limit = headers.limit
+        self.read_at = now
 
-        self.probing = False
+        probe, self.probing = self.probing, False
         implied = headers.remaining - self.in_flight
         # Answers can arrive out of order by as many requests as were in
         # flight together; only a rise beyond that is a new window.
         slack = max(ticket.in_flight_at_send, self.in_flight)
         if self.expected is None or implied > self.expected + slack:
             self._new_window(now, implied, headers.reset_in)
+            if probe:
+                self._count_before_probe(headers.remaining, ticket)
         elif implied < self.expected:
             self.foreign_this_window += self.expected - implied
             self.expected = implied
@@ -193,6 +206,15 @@ class AccountWindow:
         self.expected = implied
         self.reopens_at = None if reset_in is None else now + reset_in
 
+    def _count_before_probe(self, remaining: int, ticket: Ticket) -> None:
+        # Our reopening is only an estimate, often late: whatever another
+        # program spent between the real reset and our probe is seen only
+        # here.  Of the window's used requests, ours are the probe and, at
+        # most, those that were still on the wire when it left.
+        if self.limit is not None:
+            used = self.limit - remaining
+            self.foreign_this_window += max(0, used - 1 - ticket.in_flight_at_send)
+
     def _learn_gap(self, gap: float) -> None:
         # A reset is seen only at the first answer after it, so a gap is a
         # window long while requests flow, longer after an idle spell, and
@@ -201,13 +223,36 @@ class AccountWindow:
         # assumed window stands.
         self._gaps = [*self._gaps[-6:], gap]
         if len(self._gaps) >= 3:
-            self.window = max(0.2, statistics.median(self._gaps))
+            median = statistics.median(self._gaps)
+            # A window learned a little short makes every probe early, each
+            # a 429; one learned a little long costs a little pace.  So the
+            # assumed window stands unless the gaps say it is far off.
+            near = self.assumed_window / 2 < median < self.assumed_window
+            self.window = self.assumed_window if near else max(0.2, median)
 
     def exhausted(self, now: float) -> bool:
         """True when the window has no room left for one more request."""
         if self.reopens_at is not None and now >= self.reopens_at:
-            self.reopened()
-        return self.expected is not None and self.expected - self.reserve <= 0
+            self.reopened(now)
+        return self.expected is not None and self.room(now) <= 0
+
+    def room(self, now: float) -> int:
+        """Requests this client may still send in the current window.
+
+        What the last answer left, less the reserve.  While another program
+        spends the same budget, a reading of Remaining grows stale: what
+        it left may be gone, and a request sent on it late in the window
+        would be a 429.  So an old reading is not trusted, and the rest of
+        that window is left to the other program.
+        """
+        assert self.expected is not None
+        if self.probing:
+            # One probe, and nothing more until it has answered.
+            return 0 if self.in_flight else self.expected - self.reserve
+        window = self.window or self.assumed_window
+        if self.shared and now - self.read_at > STALE_AFTER * window:
+            return 0  # wait for the next window and probe it afresh
+        return self.expected - self.reserve
 
     @property
     def shared(self) -> bool:
@@ -246,13 +291,14 @@ class AccountWindow:
         # trips) keeps the probe from arriving before the window reopens.
         return self.last_reset + periods * window + min(margin, 0.05 * window)
 
-    def reopened(self) -> None:
+    def reopened(self, now: float) -> None:
         """The wait is over: one request goes first to see how much room
         there is, so a wrong guess about the reopening costs one 429 at
         most, never a burst of them."""
         self.foreign_last_window = self.foreign_this_window
         self.foreign_this_window = 0
         self.expected = self.reserve + 1 if self.limit is not None else None
+        self.read_at = now
         self.reopens_at = None
         self.probing = self.limit is not None
 
@@ -342,7 +388,12 @@ class ThrottleGate:
     def settle(self, ticket: Ticket, headers: RateHeaders | None) -> None:
         now = self._clock()
         self._latency += 0.2 * ((now - ticket.sent_at) - self._latency)
+        before = (self.account.window, self.account.shared)
         self.account.answered(now, ticket, headers if self._follow else None)
+        if before != (self.account.window, self.account.shared):
+            log.debug("rate.window_learned", window_s=self.account.window,
+                      shared=self.account.shared,
+                      reserve=self.account.reserve)
         self._set_pace(self._wanted_pace())
         self._wake()
 
@@ -375,7 +426,7 @@ class ThrottleGate:
         # Right after a reopening only a probe may go, but the new window's
         # room is there: plan with it, or the plan loses a whole window.
         now_room = (int(share * window) if account.probing
-                    else account.expected - account.reserve)
+                    else account.room(self._clock()))
         times = [start] * max(0, min(count, now_room))
         reopen = account.reopen_time(self._clock(), 2 * self._latency) + offset
         per_window = max(1, int(share * window))
@@ -407,7 +458,7 @@ class ThrottleGate:
                 continue
             await self._sleep(max(0.0, self._reopen_in(now)))
             if not self.account.probing:
-                self.account.reopened()
+                self.account.reopened(self._clock())
 
     def _reopen_in(self, now: float) -> float:
         return self.account.reopen_time(now, 2 * self._latency) - now
@@ -418,7 +469,7 @@ class ThrottleGate:
             await asyncio.wait_for(self._changed.wait(), max(0.0, longest))
         except TimeoutError:
             if not self.account.probing:  # one probe, however many wait
-                self.account.reopened()
+                self.account.reopened(self._clock())
 
     def _wake(self) -> None:
         self._changed.set()

@@ -115,12 +115,8 @@ async def spend_budget(base_url: str, stop: asyncio.Event, per_second: float) ->
 async def test_a_second_client_on_the_same_token_loses_no_order(
     sandbox_factory: SandboxFactory, tmp_path: Path
 ) -> None:
-    """Another program spends part of the budget: no lost order, and at most
-    one 429 of ours, at the first reopening, before the other is noticed.
-
-    The issue asks for none at all; about one run in six still meets that
-    one 429 (a known shortcoming, stated in the README), so this test holds
-    the line that is met every time rather than one that flickers in CI."""
+    """Another program spends part of the budget: no 429 of ours, and no
+    lost order."""
     sandbox = await sandbox_factory(orders=300, seed=12, rate_limit=20,
                                     rate_window=1.0)
     ids = list(range(100_000, 100_300))
@@ -145,8 +141,7 @@ async def test_a_second_client_on_the_same_token_loses_no_order(
 
     assert 0 == done.code, done.stderr[-3000:]
     assert spent > 0  # the other program really spent part of the budget
-    assert len(ours_throttled) <= 1, around
-    assert all(e["t"] < 2.0 for e in ours_throttled), around
+    assert [] == ours_throttled, around
     assert sorted(ids) == sorted(int(r["order_id"]) for r in rows)
     assert [] == disagreements(rows, record)
 

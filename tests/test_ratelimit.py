@@ -253,7 +253,7 @@ async def test_a_reopened_window_offers_its_room_to_the_plan() -> None:
     ticket = await gate.acquire()
     gate.settle(ticket, RateHeaders(limit=10, remaining=0))
     clock.now += 1.5
-    gate.account.reopened()  # what the gate does once the wait is over
+    gate.account.reopened(clock.now)  # what the gate does once the wait is over
 
     slots = gate.slot_times(10, now=5000.0)
 
