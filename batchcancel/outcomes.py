@@ -106,9 +106,10 @@ class Retry:
 
 @dataclass(frozen=True, slots=True)
 class StopRun:
-    """The whole run must stop: the credentials were refused."""
+    """The whole run must stop: the credentials (or the TLS peer) refused."""
 
     reason: str
+    by: str = "credentials"  # RunStats.stopped_by, which picks the exit code
 
 
 Decision = Final | Retry | StopRun

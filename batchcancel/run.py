@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from batchcancel.api import CancelClient
-from batchcancel.errors import InputError, TransportError
+from batchcancel.errors import CertificateRefused, InputError, TransportError
 from batchcancel.ids import Duplicate, InputItem, OrderRef, Rejected
 from batchcancel.outcomes import (
     Answer,
@@ -453,6 +453,9 @@ class Job:
             self._workers[task] = True
         try:
             answer = await send()
+        except CertificateRefused as exc:
+            self._gate.settle(ticket, None)
+            return StopRun(exc.advice, by="tls")
         except TransportError as exc:
             self._gate.settle(ticket, None)
             attempts.http_status = None
@@ -499,7 +502,7 @@ class Job:
             case Final():
                 return _final_row(ref, decision, attempts)
             case StopRun():
-                self.stop(decision.reason, by="credentials")
+                self.stop(decision.reason, by=decision.by)
                 return _not_attempted(ref, attempts, decision.reason)
         return _gave_up(ref, attempts)
 
@@ -522,7 +525,7 @@ class Job:
             case Final():
                 return _final_row(ref, decision, attempts)
             case StopRun():
-                self.stop(decision.reason, by="credentials")
+                self.stop(decision.reason, by=decision.by)
                 return _not_attempted(ref, attempts, decision.reason)
         detail = f"{refusal.detail}; status check failed: {attempts.last_reason}"
         return _unsettled(ref, Outcome.ERROR, attempts, detail)
