@@ -17,7 +17,7 @@ from typing import Protocol
 import aiohttp
 from yarl import URL
 
-from batchcancel.errors import TransportError
+from batchcancel.errors import CertificateRefused, TransportError
 from batchcancel.outcomes import Answer, OrderView, normalise_status
 from batchcancel.plan import Listed, parse_listed
 from batchcancel.ratelimit import RateHeaders
@@ -93,6 +93,10 @@ class ThanksIo:
             raise TransportError("connect timeout", sent=False) from exc
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise TransportError("read timeout") from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            reason = getattr(exc.certificate_error, "verify_message", "") or str(
+                exc.certificate_error)
+            raise CertificateRefused(exc.host, reason) from exc
         except aiohttp.ClientConnectorError as exc:
             raise TransportError("connect failed", type(exc).__name__,
                                  sent=False) from exc

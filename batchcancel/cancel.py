@@ -241,7 +241,7 @@ def exit_code_for(tally: Tally, stats: RunStats, *, dry_run: bool = False) -> in
         return EXIT_CREDENTIALS
     if stats.stopped_by in EXIT_SIGNAL:
         return EXIT_SIGNAL[stats.stopped_by]
-    if stats.stopped_by == "input":
+    if stats.stopped_by in {"input", "tls"}:
         return EXIT_USAGE
     if stats.stopped_by in {"output", "internal", "preflight", "outage",
                             "max-errors"}:
@@ -363,7 +363,7 @@ async def _list_orders(job: Job, client: ThanksIo, settings: Settings,
             lambda: client.list_orders(page, size, sub), judge_list_page,
             Attempts(), label=f"list page {page}", counted=False)
         if isinstance(decision, StopRun):
-            job.stop(decision.reason, by="credentials")
+            job.stop(decision.reason, by=decision.by)
         if isinstance(decision, PageFinal) and decision.page is not None:
             return decision.page
         log.warning("preflight.page_failed", page=page, sub_account_id=sub)

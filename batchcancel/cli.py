@@ -166,6 +166,10 @@ def cancel(inputs: tuple[str, ...], config_file: str | None, verbose: bool,
         from batchcancel.report import human_summary
 
         console.line(human_summary(result.summary))
+    if result.exit_code == 2 and result.summary["stop_reason"]:
+        # A job that stopped on a setting (the TLS trust store, say) ends
+        # like any other usage error: one line that says what to fix.
+        console.line(f"Error: {result.summary['stop_reason']}")
     if not result.summary["distinct_ids"] and not result.summary["stop_reason"]:
         console.line("Warning: the input held no valid order ID; nothing was sent")
     sys.exit(result.exit_code)

@@ -8,6 +8,7 @@
     │   └── InputError          an input cannot be read
     ├── JournalError            the journal does not belong to this run
     ├── TransportError          no usable answer: timeout, reset, unreadable
+    │   └── CertificateRefused  the server's TLS certificate is not trusted
     └── ApiRefusal              the API answered and said no to the whole run
         └── CredentialsRefused  401/402/403: the token was refused: exit 3
 
@@ -46,6 +47,17 @@ class TransportError(BatchcancelError):
         # ``sent`` is False only when the request surely never left this
         # machine (e.g. the connection could not be opened).
         self.sent = sent
+
+
+class CertificateRefused(TransportError):
+    """TLS verification failed: retrying cannot help, the trust store must."""
+
+    def __init__(self, host: str, detail: str) -> None:
+        super().__init__("certificate not trusted", detail, sent=False)
+        self.advice = (
+            f"the TLS certificate of {host} is not trusted ({detail}); if it is"
+            " signed by your own CA, point SSL_CERT_FILE at that CA's bundle"
+        )
 
 
 class ApiRefusal(BatchcancelError):

@@ -312,6 +312,12 @@ def _exact_integer(whole: str, fraction: str, sign: str,
         return "fractional number"
     if len(significant) + shift > _MAX_DIGITS:
         return "too long"
+    if sign != "-" and int(exponent or "0") > len(fraction):
+        # Excel writes a number it cannot show whole as 4.27E+04: digits
+        # the exponent stands for were never written, and 42708 may have
+        # become 42700. A cancel cannot be undone, so only a mantissa that
+        # writes every digit (4.2708E4) counts.
+        return "scientific notation with digits missing"
     return int(significant + "0" * shift)
 
 

@@ -106,9 +106,10 @@ class Retry:
 
 @dataclass(frozen=True, slots=True)
 class StopRun:
-    """The whole run must stop: the credentials were refused."""
+    """The whole run must stop: the credentials (or the TLS peer) refused."""
 
     reason: str
+    by: str = "credentials"  # RunStats.stopped_by, which picks the exit code
 
 
 Decision = Final | Retry | StopRun
@@ -246,6 +247,11 @@ def classify_status_check(answer: Answer, *, run_started: datetime,
                      throttled=answer.http_status == 429,
                      retry_after=answer.retry_after)
     order = answer.order
+    if answer.http_status == 200 and (order is None or order.status is None):
+        # A garbled or empty 200 is a fault of this answer, not the API's
+        # word: ask again, as for any other answer that could not be read.
+        reason = "unreadable body" if not answer.readable else "no order status"
+        return Retry(f"status check: {reason}")
     if answer.http_status != 200 or order is None or order.status is None:
         # No usable status: keep the refusal, and say it is unconfirmed.
         return Final(refusal.outcome, refunded_credits=0, detail=(

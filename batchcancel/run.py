@@ -27,7 +27,7 @@ import structlog
 
 from batchcancel.api import CancelClient
 from batchcancel.budget import ErrorLimit, GiveUp, Outage, Pause
-from batchcancel.errors import InputError, TransportError
+from batchcancel.errors import CertificateRefused, InputError, TransportError
 from batchcancel.ids import Duplicate, InputItem, OrderRef, Rejected
 from batchcancel.outcomes import (
     Answer,
@@ -474,6 +474,9 @@ class Job:
             self._workers[task] = True
         try:
             answer = await send()
+        except CertificateRefused as exc:
+            self._gate.settle(ticket, None)
+            return StopRun(exc.advice, by="tls")
         except TransportError as exc:
             self._gate.settle(ticket, None)
             attempts.http_status = None
@@ -539,7 +542,7 @@ class Job:
             case Final():
                 return _final_row(ref, decision, attempts)
             case StopRun():
-                self.stop(decision.reason, by="credentials")
+                self.stop(decision.reason, by=decision.by)
                 return _not_attempted(ref, attempts, decision.reason)
         return _gave_up(ref, attempts)
 
@@ -562,7 +565,7 @@ class Job:
             case Final():
                 return _final_row(ref, decision, attempts)
             case StopRun():
-                self.stop(decision.reason, by="credentials")
+                self.stop(decision.reason, by=decision.by)
                 return _not_attempted(ref, attempts, decision.reason)
         detail = f"{refusal.detail}; status check failed: {attempts.last_reason}"
         return _unsettled(ref, Outcome.ERROR, attempts, detail)

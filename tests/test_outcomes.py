@@ -15,6 +15,7 @@ from batchcancel.outcomes import (
     StopRun,
     cancelled_by_this_run,
     classify,
+    classify_status_check,
     normalise_status,
 )
 
@@ -220,3 +221,19 @@ def test_a_403_about_the_action_refuses_only_that_order() -> None:
 def test_a_403_about_the_token_stops_the_run(message: str) -> None:
     """A 403 that speaks of the credentials ends the run."""
     assert isinstance(judge(Answer(403, message=message)), StopRun)
+
+
+REFUSED = Final(Outcome.ALREADY_CANCELLED, refunded_credits=0,
+                detail="refused: Order has already been cancelled")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [Answer(200, readable=False), Answer(200, message="Order cannot be cancelled")],
+    ids=["unreadable", "no-order"],
+)
+def test_a_status_check_that_shows_no_order_is_asked_again(answer: Answer) -> None:
+    """A 200 track answer without a readable order is retried, never final."""
+    decision = classify_status_check(answer, run_started=STARTED, refusal=REFUSED)
+
+    assert isinstance(decision, Retry), decision

@@ -1074,3 +1074,150 @@ def test_standalone_refuses_a_public_host() -> None:
 
     assert finished.returncode == 2
     assert finished.stderr.startswith("Error: the sandbox listens on loopback")
+
+
+# Fault scripts
+
+
+async def send_once(
+    sandbox: Sandbox, path: str, method: str = "PUT", patience: float = 2.0
+) -> tuple[int | None, dict[str, str], bytes]:
+    """One request, never re-sent by aiohttp; status None when no answer came."""
+    limits = aiohttp.ClientTimeout(total=patience)
+    async with aiohttp.ClientSession(headers=AUTH, timeout=limits) as session:
+        # aiohttp re-sends an idempotent request once after a dropped
+        # connection, which would spend a second step of the script.
+        session._retry_connection = False  # type: ignore[attr-defined]
+        try:
+            async with session.request(method, sandbox.base_url + path) as answer:
+                return answer.status, dict(answer.headers), await answer.read()
+        except (aiohttp.ClientError, TimeoutError):
+            return None, {}, b""
+
+
+def retry_after_form(headers: dict[str, str]) -> str:
+    value = headers.get("Retry-After")
+    if value is None:
+        return "reset" if "X-RateLimit-Reset" in headers else "none"
+    if value == "1":
+        return "seconds"
+    ahead = parsedate_to_datetime(value).timestamp() - time.time()
+    return "date" if 0 < ahead <= 2.5 else f"odd date {value}"
+
+
+SCRIPTED = [
+    # step, first answer's status, what the answer shows, whether it cancels
+    ("429_seconds", 429, "seconds", False),
+    ("429_date", 429, "date", False),
+    ("429_none", 429, "none", False),
+    ("429_reset", 429, "reset", False),
+    ("server_error", "5xx", "text/html", False),
+    ("drop_before", None, "", False),
+    ("drop_after", None, "", True),
+    ("late_answer", None, "", True),
+    ("garbled_body", 200, "unreadable", True),
+    ("refuse_200", 200, "no order", False),
+    ("refuse_4xx", 409, "Order cannot be cancelled", False),
+]
+
+
+def shown(step: str, headers: dict[str, str], body: bytes) -> str:
+    """What a test reads off a scripted answer, by the kind of step."""
+    if step.startswith("429_"):
+        return retry_after_form(headers)
+    if step == "server_error":
+        return headers.get("Content-Type", "").split(";")[0]
+    if not body:
+        return ""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return "unreadable"
+    if step == "refuse_4xx":
+        return str(document["message"])
+    return "no order" if "order" not in document else "an order"
+
+
+@pytest.mark.parametrize(
+    ("step", "status", "seen", "cancels"), SCRIPTED, ids=[s[0] for s in SCRIPTED]
+)
+async def test_a_scripted_step_strikes_once_then_the_order_behaves_normally(
+    start_sandbox: Start, step: str, status: object, seen: str, cancels: bool
+) -> None:
+    """Each step shapes exactly one cancel as named; the next cancel is normal."""
+    sandbox = await start_sandbox(refusal_style="200")
+    order_id = ids_with(sandbox, "reviewing")[0]
+    sandbox.set_faults(Faults.from_json({"scripts": {order_id: [step]},
+                                         "late_delay": 0.5}))
+    path = f"/orders/{order_id}/cancel"
+
+    first, headers, body = await send_once(sandbox, path, patience=0.2)
+    status_after_first = orders(sandbox)[order_id]["status"]
+    second, _, again = await send_once(sandbox, path)
+
+    assert status == ("5xx" if first in (500, 502, 503) else first)
+    assert seen == shown(step, headers, body)
+    assert ("cancelled" if cancels else "reviewing") == status_after_first
+    assert (200, "cancelled") == (second, json.loads(again)["order"]["status"])
+    assert [step, None] == [e["fault"] for e in log(sandbox)]
+    assert 1 == requests(sandbox)["scripted"][step]
+
+
+async def test_scripts_run_in_turn_per_order_and_only_on_their_endpoint(
+    start_sandbox: Start,
+) -> None:
+    """Steps come in script order; track scripts strike track, cancel ones cancel."""
+    sandbox = await start_sandbox()
+    first, second = (int(i) for i in ids_with(sandbox, "reviewing")[:2])
+    sandbox.set_faults(Faults(
+        scripts={first: ("server_error", "refuse_4xx")},
+        track_scripts={second: ("429_none",)},
+    ))
+
+    statuses = [
+        (await send_once(sandbox, f"/orders/{first}/track", "GET"))[0],
+        (await send_once(sandbox, f"/orders/{second}/track", "GET"))[0],
+        (await send_once(sandbox, f"/orders/{second}/cancel"))[0],
+        (await send_once(sandbox, f"/orders/{first}/cancel"))[0],
+        (await send_once(sandbox, f"/orders/{first}/cancel"))[0],
+        (await send_once(sandbox, f"/orders/{first}/cancel"))[0],
+    ]
+
+    assert [200, 429, 200, statuses[3], 409, 200] == statuses
+    assert statuses[3] in (500, 502, 503)
+
+
+async def test_scripts_are_set_by_the_control_endpoint_and_restart(
+    start_sandbox: Start,
+) -> None:
+    """POST /_sandbox/faults takes scripts keyed by string IDs and restarts them."""
+    sandbox = await start_sandbox()
+    order_id = ids_with(sandbox, "reviewing")[0]
+    body = {"scripts": {order_id: ["429_seconds"]}}
+
+    async with aiohttp.ClientSession() as control:
+        posted = []
+        for _ in range(2):
+            async with control.post(control_url(sandbox, "faults"), json=body) as r:
+                posted.append((r.status, (await r.json())["faults"]["scripts"]))
+            posted.append((await send_once(sandbox, f"/orders/{order_id}/cancel"))[0])
+
+    assert [(200, {order_id: ["429_seconds"]}), 429] * 2 == posted
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"scripts": {"1": ["explode"]}}, "step must be one of"),
+        ({"scripts": {"x1": ["drop_after"]}}, "bad ID"),
+        ({"track_scripts": {"1": "drop_after"}}, "is a list"),
+        ({"scripts": ["drop_after"]}, "must map order IDs"),
+    ],
+    ids=["unknown-step", "bad-id", "not-a-list", "not-a-map"],
+)
+def test_fault_scripts_reject_what_they_cannot_mean(
+    body: dict[str, object], message: str
+) -> None:
+    """An unknown step, a non-numeric ID or a bare string is refused by name."""
+    with pytest.raises(ValueError, match=message):
+        Faults.from_json(body)

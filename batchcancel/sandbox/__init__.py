@@ -58,6 +58,17 @@ Other behaviour worth knowing:
 - A cancel request counts in its order's `cancel_requests` when it carries the right
   token, whatever its answer (throttled and faulted ones too).
 - With `rate_headers=False` no rate header is sent at all, not even on a 429.
+- Fault scripts (`Faults.scripts`, `Faults.track_scripts`) map an order ID to the
+  faults its successive cancel (or track) requests meet, one step per request, after
+  which the order is served normally. Steps: `429_seconds`, `429_date`, `429_none`,
+  `429_reset` (429 with `X-RateLimit-Reset` as an epoch and no `Retry-After`),
+  `server_error`, `drop_before`, `drop_after`, `late_answer`, `garbled_body`, and
+  two refusals that do no work: `refuse_200` (200 whose body holds an error and no
+  order) and `refuse_4xx` (409 "Order cannot be cancelled"). A request the rate
+  limit refuses spends no step, and while a step is due no probability is drawn.
+  `requests.scripted` in the record counts the steps served; setting faults again
+  starts every script afresh. The apply-then-spoil steps strike track too.
+- `Sandbox.start(..., ssl_context=...)` serves HTTPS (still on loopback only).
 - On list and track the apply-then-spoil faults (`drop_after`, `late_answer`,
   `garbled_body`) do not strike: those requests are answered normally.
 - Control endpoints under /_sandbox/ need no token: `GET /_sandbox/record`,

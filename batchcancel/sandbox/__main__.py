@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 
@@ -24,10 +25,11 @@ async def serve(
     host: str,
     port: int,
     ready: Callable[[str], None] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve until cancelled; `ready` gets the start-up JSON line (default: stdout)."""
     sandbox = Sandbox(cfg)
-    await sandbox.start(host=host, port=port)
+    await sandbox.start(host=host, port=port, ssl_context=ssl_context)
     try:
         announcement = {
             "base_url": sandbox.base_url,
@@ -46,15 +48,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args)
         require_loopback(args.host)
-        asyncio.run(_serve_until_signalled(config, args.host, args.port))
+        tls = server_tls(args.tls_cert, args.tls_key)
+        asyncio.run(_serve_until_signalled(config, args.host, args.port, tls))
     except (ValueError, OSError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-async def _serve_until_signalled(cfg: SandboxConfig, host: str, port: int) -> None:
-    server = asyncio.create_task(serve(cfg, host, port))
+def server_tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The server side of TLS from a PEM certificate chain and its key, if given."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ValueError("--tls-cert and --tls-key must be given together")
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def _serve_until_signalled(
+    cfg: SandboxConfig, host: str, port: int, tls: ssl.SSLContext | None
+) -> None:
+    server = asyncio.create_task(serve(cfg, host, port, ssl_context=tls))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, server.cancel)
@@ -107,6 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="a loopback IP address")
     add("--port", type=int, default=0, help="0 picks a free port")
+    add("--tls-cert", default=None, help="PEM certificate chain: serve HTTPS")
+    add("--tls-key", default=None, help="PEM private key of --tls-cert")
     add("--orders", type=int, default=2000)
     add("--seed", type=int, default=1)
     add("--token", default="sandbox-token")

@@ -25,6 +25,25 @@ FaultName = Literal[
     "garbled_body",
 ]
 
+# One scripted fault: what one request of one order meets, in its turn. The 429
+# forms name their header; the refusals do no work ("refuse_200" is a 200 whose
+# body holds an error and no order, "refuse_4xx" a 409 with a message).
+ScriptStep = Literal[
+    "429_seconds",
+    "429_date",
+    "429_none",
+    "429_reset",
+    "server_error",
+    "drop_before",
+    "drop_after",
+    "late_answer",
+    "garbled_body",
+    "refuse_200",
+    "refuse_4xx",
+]
+SCRIPT_STEPS: tuple[ScriptStep, ...] = get_args(ScriptStep)
+Scripts = Mapping[int, tuple[ScriptStep, ...]]
+
 # Raw (lower-case) order statuses, the union of every value the API reference lists.
 STATUSES = (
     "reviewing",
@@ -64,7 +83,13 @@ APPLY_THEN_SPOIL: frozenset[FaultName] = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Faults:
-    """Per-request fault probabilities; at most one fault strikes a request."""
+    """Per-request fault probabilities, and fault scripts for chosen orders.
+
+    At most one fault strikes a request. `scripts` maps an order ID to the faults
+    its successive cancel requests meet, one step per request; `track_scripts`
+    does the same for its track requests. Once its script is spent an order is
+    served normally again, and while a step is due no probability is drawn.
+    """
 
     throttle_429: float = 0.0
     server_error: float = 0.0
@@ -75,8 +100,12 @@ class Faults:
     retry_after_style: FaultRetryAfterStyle = "mixed"
     late_delay: float = 2.0
     endpoints: tuple[Endpoint, ...] = ("cancel",)
+    scripts: Scripts = field(default_factory=dict)
+    track_scripts: Scripts = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in ("scripts", "track_scripts"):
+            object.__setattr__(self, name, _scripts(name, getattr(self, name)))
         for name, probability in self.probabilities():
             _require(0.0 <= probability <= 1.0, f"Faults.{name} must be in [0, 1]")
 
@@ -162,6 +191,20 @@ class SandboxConfig:
     def reviewing_max_age(self) -> float:
         """The upper bound of a seeded Reviewing order's age, in seconds."""
         return self.review_window * 0.9 if self.max_age is None else self.max_age
+
+
+def _scripts(name: str, value: object) -> dict[int, tuple[ScriptStep, ...]]:
+    # JSON object keys are strings, so "100001" names order 100001 as well.
+    _require(isinstance(value, Mapping), f"Faults.{name} must map order IDs to lists")
+    scripts: dict[int, tuple[ScriptStep, ...]] = {}
+    for key, steps in cast(Mapping[object, object], value).items():
+        text = str(key)
+        _require(text.isascii() and text.isdigit(), f"Faults.{name}: bad ID {key!r}")
+        _require(isinstance(steps, list | tuple), f"Faults.{name}[{key}] is a list")
+        for step in cast(list[object], steps):
+            _require_choice(f"Faults.{name} step", step, ScriptStep)
+        scripts[int(text)] = tuple(cast(list[ScriptStep], steps))
+    return scripts
 
 
 def _check_status_mix(mix: Mapping[str, float]) -> None:

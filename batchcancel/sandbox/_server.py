@@ -15,20 +15,24 @@ import json
 import math
 import random
 import re
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from typing import cast
 
 from aiohttp import web
 
 from ._config import (
     APPLY_THEN_SPOIL,
     FAULT_NAMES,
+    SCRIPT_STEPS,
     Endpoint,
     FaultName,
     Faults,
     SandboxConfig,
+    ScriptStep,
 )
 from ._orders import OrderBook, Verdict
 from ._views import cancel_view, list_item, list_page, track_view
@@ -39,6 +43,9 @@ Headers = tuple[tuple[str, str], ...]
 JSON_TYPE = "application/json"
 NOT_FOUND = {"message": "Not Found"}
 TOO_MANY = {"message": "Too Many Attempts."}
+CANNOT = "Order cannot be cancelled"
+# A refusal inside a 200, the way thanks.io reports some failures elsewhere.
+REFUSED_IN_200 = {"failure": True, "message": CANNOT, "errors": [CANNOT]}
 AUTH_MESSAGES = {401: "Unauthenticated.", 403: "Unauthorized"}
 DEFAULT_PAGE_SIZE = 25
 # The order IDs the API could have: positive, canonical, ASCII decimal.
@@ -85,7 +92,7 @@ class Answer:
     body: bytes
     content_type: str = JSON_TYPE
     headers: Headers = ()
-    fault: FaultName | None = None
+    fault: FaultName | ScriptStep | None = None
     drop: bool = False
     delay: float = 0.0
 
@@ -98,7 +105,7 @@ class LogEntry:
     method: str
     path: str
     status: int | None = None
-    fault: FaultName | None = None
+    fault: FaultName | ScriptStep | None = None
 
 
 def match_route(method: str, path: str) -> Route | None:
@@ -138,6 +145,9 @@ class Sandbox:
         self._window: FixedWindow | None = None
         self.set_rate_limit(config.rate_limit, config.rate_window)
         self._counts: Counter[str] = Counter()
+        self._scripted: Counter[ScriptStep] = Counter()
+        # How many steps of each (endpoint, order) script have been served.
+        self._turns: Counter[tuple[Endpoint, int]] = Counter()
         self._log: list[LogEntry] = []
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
@@ -155,8 +165,17 @@ class Sandbox:
         """The faults in force now."""
         return self._faults
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on a loopback address; port 0 picks a free port."""
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """Listen on a loopback address; port 0 picks a free port.
+
+        With `ssl_context` the sandbox speaks HTTPS and its base URL says so.
+        """
         require_loopback(host)
         if self._runner is not None:
             raise RuntimeError("the sandbox has already been started")
@@ -166,14 +185,15 @@ class Sandbox:
         # A short shutdown grace: late answers are woken by stop() anyway.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
 
         self._runner = runner
         self._started = self._clock()
         self.set_rate_limit(self._rate_limit, self._rate_window)
         bound_port = runner.addresses[0][1]
         shown_host = f"[{host}]" if ":" in host else host
-        self._base_url = f"http://{shown_host}:{bound_port}/api/v2"
+        scheme = "http" if ssl_context is None else "https"
+        self._base_url = f"{scheme}://{shown_host}:{bound_port}/api/v2"
 
     async def stop(self) -> None:
         """Stop listening; answers still held back by a late fault go out at once."""
@@ -183,8 +203,12 @@ class Sandbox:
             self._runner = None
 
     def set_faults(self, faults: Faults) -> None:
-        """Replace the faults in force, from the next request on."""
+        """Replace the faults in force, from the next request on.
+
+        Scripts start again from their first step.
+        """
         self._faults = faults
+        self._turns.clear()
 
     def set_rate_limit(self, limit: int | None, window: float | None = None) -> None:
         """Replace the throttle (None turns it off) and start counting afresh."""
@@ -206,6 +230,7 @@ class Sandbox:
         orders = self._book.orders(self._clock())
         requests: dict[str, object] = {key: self._counts[key] for key in COUNTED}
         requests["faults"] = {name: self._counts[name] for name in FAULT_NAMES}
+        requests["scripted"] = {step: self._scripted[step] for step in SCRIPT_STEPS}
         return {
             "orders": {str(order.id): order.as_record() for order in orders},
             "refunded_credits_total": sum(o.refunded_credits for o in orders),
@@ -251,6 +276,9 @@ class Sandbox:
         if throttled is not None:
             return throttled
 
+        step = self._next_step(route)
+        if step is not None:
+            return self._serve_step(route, request, now, step)
         return self._serve(route, request, now, self._draw_fault(route.endpoint))
 
     def _authorized(self, request: web.Request) -> bool:
@@ -292,19 +320,64 @@ class Sandbox:
         self._counts[name] += 1
         return name
 
+    def _next_step(self, route: Route) -> ScriptStep | None:
+        if route.order_id is None or route.endpoint not in ("cancel", "track"):
+            return None
+
+        faults = self._faults
+        scripts = faults.scripts if route.endpoint == "cancel" else faults.track_scripts
+        steps = scripts.get(route.order_id, ())
+        turn = self._turns[(route.endpoint, route.order_id)]
+        if turn >= len(steps):
+            return None
+
+        self._turns[(route.endpoint, route.order_id)] += 1
+        self._scripted[steps[turn]] += 1
+        return steps[turn]
+
+    def _serve_step(
+        self, route: Route, request: web.Request, now: float, step: ScriptStep
+    ) -> Answer:
+        if step.startswith("429_"):
+            return self._scripted_429(step, now)
+        if step == "refuse_200":
+            return replace(self._json(200, REFUSED_IN_200, now), fault=step)
+        if step == "refuse_4xx":
+            return replace(self._json(409, {"message": CANNOT}, now), fault=step)
+
+        # The rest are the probabilistic faults, struck on purpose.
+        fault = cast(FaultName, step)
+        if fault not in APPLY_THEN_SPOIL:
+            return self._refuse_by_fault(fault, now)
+        return self._spoil(self._answer(route, request, now), fault)
+
+    def _scripted_429(self, step: ScriptStep, now: float) -> Answer:
+        headers = dict(self._rate_headers(now))
+        if step == "429_seconds":
+            headers["Retry-After"] = "1"
+        elif step == "429_date":
+            headers["Retry-After"] = http_date(math.ceil(now) + 1)
+        elif step == "429_reset":
+            # A throttle that names only when its window reopens, as an epoch.
+            headers["X-RateLimit-Limit"] = str(self._rate_limit or 60)
+            headers["X-RateLimit-Remaining"] = "0"
+            headers["X-RateLimit-Reset"] = str(math.ceil(now) + 1)
+        body = _encode(TOO_MANY)
+        return Answer(429, body, headers=tuple(headers.items()), fault=step)
+
     def _serve(
         self, route: Route, request: web.Request, now: float, fault: FaultName | None
     ) -> Answer:
         if fault is not None and fault not in APPLY_THEN_SPOIL:
             return self._refuse_by_fault(fault, now)
+        return self._spoil(self._answer(route, request, now), fault)
 
+    def _answer(self, route: Route, request: web.Request, now: float) -> Answer:
         if route.endpoint == "list":
-            answer = self._list(request, now)
-        elif route.endpoint == "track":
-            answer = self._track(route.order_id, now)
-        else:
-            answer = self._cancel(route.order_id, now)
-        return self._spoil(answer, fault)
+            return self._list(request, now)
+        if route.endpoint == "track":
+            return self._track(route.order_id, now)
+        return self._cancel(route.order_id, now)
 
     def _refuse_by_fault(self, fault: FaultName, now: float) -> Answer:
         if fault == "drop_before":
@@ -322,7 +395,7 @@ class Sandbox:
         extra: Headers = () if wait is None else (("Retry-After", wait),)
         return replace(self._json(429, TOO_MANY, now, extra), fault=fault)
 
-    def _spoil(self, answer: Answer, fault: FaultName | None) -> Answer:
+    def _spoil(self, answer: Answer, fault: FaultName | ScriptStep | None) -> Answer:
         if fault == "drop_after":
             return replace(answer, fault=fault, drop=True)
         if fault == "late_answer":
@@ -343,8 +416,7 @@ class Sandbox:
             return self._json(200, {"order": cancel_view(order)}, now)
         if verdict is Verdict.ALREADY_CANCELLED:
             return self._json(400, {"message": "Order has already been cancelled"}, now)
-        refusal = {"message": "Order cannot be cancelled"}
-        return self._json(order.refusal_status, refusal, now)
+        return self._json(order.refusal_status, {"message": CANNOT}, now)
 
     def _track(self, order_id: int | None, now: float) -> Answer:
         order = None if order_id is None else self._book.get(order_id, now)
