@@ -1074,3 +1074,36 @@ def test_standalone_refuses_a_public_host() -> None:
 
     assert finished.returncode == 2
     assert finished.stderr.startswith("Error: the sandbox listens on loopback")
+
+
+def test_record_gives_the_start_that_log_times_and_windows_count_from() -> None:
+    """started_at_epoch is the clock at start-up, the origin of every `t`."""
+    sandbox = Sandbox(SandboxConfig(orders=3), clock=FakeClock())
+
+    assert START == sandbox.record()["started_at_epoch"]
+
+
+def test_standalone_status_mix_flag_seeds_only_the_statuses_named() -> None:
+    """--status-mix reviewing=1 seeds Reviewing orders only, as the benchmarks need."""
+    from batchcancel.sandbox.__main__ import _config, _parser
+
+    config = _config(_parser().parse_args(["--status-mix", "Reviewing=1", "--orders",
+                                           "50"]))
+    book = orders(Sandbox(config, clock=FakeClock()))
+    statuses = {order["status"] for order in book.values()}
+
+    assert {"reviewing"} == statuses
+
+
+def test_standalone_refuses_a_malformed_status_mix() -> None:
+    """A --status-mix that is not STATUS=WEIGHT exits 2 before serving."""
+    finished = subprocess.run(
+        [sys.executable, "-m", "batchcancel.sandbox", "--status-mix", "reviewing"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert 2 == finished.returncode
+    assert "STATUS=WEIGHT" in finished.stderr

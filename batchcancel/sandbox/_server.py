@@ -207,6 +207,7 @@ class Sandbox:
         requests: dict[str, object] = {key: self._counts[key] for key in COUNTED}
         requests["faults"] = {name: self._counts[name] for name in FAULT_NAMES}
         return {
+            "started_at_epoch": self._started,
             "orders": {str(order.id): order.as_record() for order in orders},
             "refunded_credits_total": sum(o.refunded_credits for o in orders),
             "requests": requests,
