@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,7 +97,8 @@ def throughput(scale: Scale, work: Path) -> tuple[Section, Section]:
             _cpu_section(ours, plain, curl))
 
 
-def _contender(orders: int, start: Any, cancels_only: bool = True) -> Throughput:
+def _contender(orders: int, start: Callable[[str], Finished],
+               cancels_only: bool = True) -> Throughput:
     with SandboxProcess("--orders", str(orders), "--seed", "1") as sandbox:
         finished, sandbox_cpu = measured_alongside(
             sandbox, lambda: start(sandbox.base_url))
@@ -401,7 +402,7 @@ def _footprint(work: Path, n: int, stop_after: int | None,
 def _stop_after_cancels(sandbox: SandboxProcess, child: Child, count: int) -> None:
     # The record grows with every request; polling it twice a second is
     # cheap next to the run, and only the sandbox pays for it.
-    while child.process.poll() is None:
+    while child.running():
         if sandbox.record()["requests"]["cancel"] >= count:
             child.signal(signal.SIGTERM)
             return
@@ -428,7 +429,9 @@ def _memory_section(scale: Scale, floor: Footprint, whole: Footprint,
             f"{dry.max_rss_kb / mb:.0f} MB", f"{dry.wall_s:.0f} s, exit {dry.code}"),
     ]
     return Section("Memory", rows, [
-        "Peak RSS is `ru_maxrss` of the client process, from `wait4`.",
+        "Peak RSS is the client process's VmHWM, read from /proc every 20 ms"
+        " until it exits (not `ru_maxrss`, which on Linux can hold the"
+        " spawning process's peak: see `bench/processes.py`).",
         "Mode: the default (preflight on, so the whole input is read and planned"
         " before the first cancel), `--rate off`, concurrency 64, against a"
         " sandbox with 1,000 orders: the rest of the IDs are answered 404 at"

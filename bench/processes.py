@@ -56,6 +56,12 @@ class Child:
         """User plus system CPU seconds so far, while it runs (Linux only)."""
         return cpu_of(self.pid)
 
+    def running(self) -> bool:
+        """Whether it has not exited yet; never reaps it (wait() does that)."""
+        found = os.waitid(os.P_PID, self.pid,
+                          os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        return found is None
+
     def signal(self, signum: int = signal.SIGTERM) -> None:
         if self.process.returncode is None:
             self.process.send_signal(signum)
@@ -63,7 +69,9 @@ class Child:
     def wait(self, limit_s: float) -> Finished:
         """Reap the process (killed after ``limit_s``) and read its costs."""
         deadline = self.started + limit_s
+        peak_kb = 0
         while True:
+            peak_kb = max(peak_kb, peak_rss_kb(self.pid) or 0)
             pid, status, usage = os.wait4(self.pid, os.WNOHANG)
             if pid:
                 break
@@ -76,7 +84,8 @@ class Child:
         stderr = self._err.read().decode(errors="replace")
         self._err.close()
         return Finished(self.process.returncode, wall,
-                        usage.ru_utime + usage.ru_stime, usage.ru_maxrss, stderr)
+                        usage.ru_utime + usage.ru_stime,
+                        peak_kb or usage.ru_maxrss, stderr)
 
 
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None,
@@ -98,6 +107,24 @@ def cpu_of(pid: int) -> float | None:
     # spaces: state is field 3, utime 14 and stime 15.
     fields = text.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def peak_rss_kb(pid: int) -> int | None:
+    """A running process's peak resident memory so far (VmHWM), in KiB.
+
+    Not ``ru_maxrss`` from ``wait4``: Linux carries the high-water mark of
+    the memory a process had before ``exec`` into it, and a child spawned
+    with vfork had this harness's, so a small child would show the
+    harness's peak. VmHWM belongs to the program after ``exec`` alone.
+    """
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return None
 
 
 def cli(*args: str) -> list[str]:
