@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import math
 import os
 import pty
 import select
@@ -15,47 +13,18 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from conftest import SandboxFactory
 from support import TOKEN, cli_env, disagreements, read_json, read_report, run_cli
 
+from bench.optimum import best_for_record
+
 
 def write_ids(path: Path, ids: list[int]) -> Path:
     path.write_text("order_id\n" + "".join(f"{i}\n" for i in ids), encoding="utf-8")
     return path
-
-
-def best_possible(orders: dict[str, Any], *, first_send: float, window_origin: float,
-                  limit: int, length: float, review_window: float,
-                  spent_in_first_window: int) -> int:
-    """The most credits any client could recover under the same rate limit.
-
-    Computed independently of batchcancel.  The sandbox admits ``limit``
-    requests per fixed window.  From the first cancel on, each window offers
-    its slots at its start (the earliest moment), and the first window only
-    what the order-list requests before it left (any schedule that knows the
-    deadlines must read the list first).  Walking orders by deadline and
-    keeping the most valuable ones that fit in the slots before each
-    deadline (a min-heap) gives the optimum.
-    """
-    first_window = math.floor((first_send - window_origin) / length)
-    kept: list[int] = []
-    jobs = sorted((o["created_at_epoch"] + review_window, o["authorization_total"])
-                  for o in orders.values() if o["initial_status"] == "reviewing")
-    for deadline, value in jobs:
-        heapq.heappush(kept, value)
-        windows = 0
-        if deadline > first_send:
-            # windows k >= first_window whose first instant is before the deadline
-            last = math.ceil((deadline - window_origin) / length) - 1
-            windows = max(0, last - first_window + 1)
-        slots = max(0, windows * limit - spent_in_first_window)
-        while len(kept) > slots:
-            heapq.heappop(kept)
-    return sum(kept)
 
 
 @pytest.mark.e2e
@@ -64,7 +33,6 @@ async def test_deadline_first_recovers_99_percent_of_the_best_schedule(
 ) -> None:
     """A backlog too big for the window: ≥ 99% of the optimum, and no 429."""
     review_window, limit = 8.0, 40
-    origin = time.time()
     sandbox = await sandbox_factory(orders=1200, seed=11, status_mix={"reviewing": 1},
                                     review_window=review_window, rate_limit=limit,
                                     rate_window=1.0)
@@ -79,13 +47,8 @@ async def test_deadline_first_recovers_99_percent_of_the_best_schedule(
                          limit_s=180)
     plans = [line for line in done.stderr.splitlines() if "plan.made" in line]
     record = sandbox.record()
-    first_cancel = min(e["t"] for e in record["request_log"]
-                       if e["path"].endswith("/cancel"))
-    spent = sum(1 for e in record["request_log"]
-                if e["t"] < first_cancel and int(e["t"]) == int(first_cancel))
-    best = best_possible(record["orders"], first_send=first_cancel + origin,
-                         window_origin=origin, limit=limit, length=1.0,
-                         review_window=review_window, spent_in_first_window=spent)
+    best = best_for_record(record, limit=limit, length=1.0,
+                           review_window=review_window)
     recovered = record["refunded_credits_total"]
 
     assert 0 == done.code, done.stderr[-3000:]

@@ -140,3 +140,17 @@ def test_changed_input_content_is_another_job(tmp_path: Path) -> None:
     source.write_text("1\n2\n")
 
     assert before != identity([str(source)], "t", "https://a.test/api/v2")
+
+
+def test_a_row_with_every_field_set_comes_back_whole(tmp_path: Path) -> None:
+    """Each field of a journaled row, deadline and sub-account included, survives."""
+    path = tmp_path / "j.jsonl"
+    full = Row(order_id=7, outcome=Outcome.NOT_CANCELLABLE, source="a.csv", line=3,
+               order_status="processing", refunded_credits=None, http_status=409,
+               attempts=2, detail="order list: processing", sub_account_id=88,
+               input_value="0007", credits_at_stake=129, deadline=LATER)
+    first = Journal(path, JOB, STARTED)
+    first.record(full)
+    first.close()
+
+    assert {7: full} == reopened(path).finished

@@ -1221,3 +1221,35 @@ def test_fault_scripts_reject_what_they_cannot_mean(
     """An unknown step, a non-numeric ID or a bare string is refused by name."""
     with pytest.raises(ValueError, match=message):
         Faults.from_json(body)
+
+def test_record_gives_the_start_that_log_times_and_windows_count_from() -> None:
+    """started_at_epoch is the clock at start-up, the origin of every `t`."""
+    sandbox = Sandbox(SandboxConfig(orders=3), clock=FakeClock())
+
+    assert START == sandbox.record()["started_at_epoch"]
+
+
+def test_standalone_status_mix_flag_seeds_only_the_statuses_named() -> None:
+    """--status-mix reviewing=1 seeds Reviewing orders only, as the benchmarks need."""
+    from batchcancel.sandbox.__main__ import _config, _parser
+
+    config = _config(_parser().parse_args(["--status-mix", "Reviewing=1", "--orders",
+                                           "50"]))
+    book = orders(Sandbox(config, clock=FakeClock()))
+    statuses = {order["status"] for order in book.values()}
+
+    assert {"reviewing"} == statuses
+
+
+def test_standalone_refuses_a_malformed_status_mix() -> None:
+    """A --status-mix that is not STATUS=WEIGHT exits 2 before serving."""
+    finished = subprocess.run(
+        [sys.executable, "-m", "batchcancel.sandbox", "--status-mix", "reviewing"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert 2 == finished.returncode
+    assert "STATUS=WEIGHT" in finished.stderr

@@ -31,6 +31,9 @@ Only the first cancel of a Reviewing order refunds credits (its
 
 The record of truth, `Sandbox.record()` (also `GET /_sandbox/record`), is plain JSON:
 
+- `started_at_epoch`: when the sandbox started listening (wall-clock epoch seconds);
+  request times in `request_log` count from it, and the fixed rate windows start at
+  it and every window length after;
 - `orders`: by order ID as a string, each with `status`, `refunded_credits`,
   `authorization_total`, `sub_account_id`, `cancelled_by_sandbox_api`,
   `cancel_requests`, `initial_status`, `refusal_status` (200, 400 or 409: how this

@@ -99,6 +99,7 @@ def _config(args: argparse.Namespace) -> SandboxConfig:
     return SandboxConfig(
         orders=args.orders,
         seed=args.seed,
+        status_mix=args.status_mix,
         token=args.token,
         first_id=args.first_id,
         review_window=args.review_window,
@@ -128,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
     add("--tls-key", default=None, help="PEM private key of --tls-cert")
     add("--orders", type=int, default=2000)
     add("--seed", type=int, default=1)
+    add(
+        "--status-mix",
+        type=_status_mix,
+        default=None,
+        metavar="STATUS=WEIGHT,...",
+        help="seeded statuses, such as reviewing=1 (default: a realistic mix)",
+    )
     add("--token", default="sandbox-token")
     add("--first-id", type=int, default=100_000)
     add("--review-window", type=float, default=3600.0, help="seconds")
@@ -155,6 +163,20 @@ def _parser() -> argparse.ArgumentParser:
         default=["cancel"],
     )
     return parser
+
+
+def _status_mix(text: str) -> dict[str, float]:
+    """Parse "reviewing=3,cancelled=1" into weights; SandboxConfig checks them."""
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        status, equals, weight = part.partition("=")
+        if not equals:
+            raise argparse.ArgumentTypeError(f"expected STATUS=WEIGHT, not {part!r}")
+        try:
+            mix[status.strip().lower()] = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {weight!r}") from None
+    return mix
 
 
 if __name__ == "__main__":

@@ -232,6 +232,7 @@ class Sandbox:
         requests["faults"] = {name: self._counts[name] for name in FAULT_NAMES}
         requests["scripted"] = {step: self._scripted[step] for step in SCRIPT_STEPS}
         return {
+            "started_at_epoch": self._started,
             "orders": {str(order.id): order.as_record() for order in orders},
             "refunded_credits_total": sum(o.refunded_credits for o in orders),
             "requests": requests,
