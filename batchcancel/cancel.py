@@ -29,6 +29,7 @@ from batchcancel.journal import Journal, identity
 from batchcancel.logs import Console
 from batchcancel.outcomes import Outcome, Row, StopRun
 from batchcancel.plan import (
+    Fetch,
     Listed,
     PageFinal,
     PageView,
@@ -353,8 +354,8 @@ def _planner(client: ThanksIo, settings: Settings, confirm: Confirm | None,
     return plan
 
 
-async def _list_orders(job: Job, client: ThanksIo, settings: Settings,
-                       refs: list[OrderRef]) -> tuple[dict[int, Listed], bool]:
+def list_fetcher(job: Job, client: ThanksIo, event: str = "preflight") -> Fetch:
+    """Pages of the order list through the job's rate gate and retries."""
     async def fetch(page: int, size: int, sub: int | None) -> PageView | None:
         decision = await job.request(
             lambda: client.list_orders(page, size, sub), judge_list_page,
@@ -363,9 +364,15 @@ async def _list_orders(job: Job, client: ThanksIo, settings: Settings,
             job.stop(decision.reason, by="credentials")
         if isinstance(decision, PageFinal) and decision.page is not None:
             return decision.page
-        log.warning("preflight.page_failed", page=page, sub_account_id=sub)
+        log.warning(f"{event}.page_failed", page=page, sub_account_id=sub)
         return None
 
+    return fetch
+
+
+async def _list_orders(job: Job, client: ThanksIo, settings: Settings,
+                       refs: list[OrderRef]) -> tuple[dict[int, Listed], bool]:
+    fetch = list_fetcher(job, client)
     window = settings.review_window
     cutoff = datetime.now(UTC) - window - min(window / 4, timedelta(minutes=15))
     return await preflight(fetch, {r.order_id for r in refs},

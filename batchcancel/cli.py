@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import structlog
 
 from batchcancel import __version__
 from batchcancel.config import (
@@ -219,6 +220,118 @@ def demo(orders: int, seed: int, quiet: bool) -> None:
     for line in agreement.mismatches[:20]:
         console.line(f"    {line}")
     sys.exit(result.exit_code if agreement.holds else 1)
+
+
+# -- commands that share cancel's connection settings ------------------------
+
+_API_SETTINGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (("base_url", "--base-url"),
+     {"envvar": [BASE_URL_ENV, environment_name("base_url")],
+      "help": f"API base URL (also {BASE_URL_ENV})."}),
+    (("rate", "--rate"), {"help": "auto, a ceiling such as 2/s or 60/min, or off "
+                                  "(as for cancel)."}),
+    (("rate_window", "--rate-window"), {"type": float,
+                                        "help": "The account's rate window, s."}),
+    (("max_retries", "--max-retries"), {"type": int,
+                                        "help": "Further attempts per request."}),
+    (("backoff_initial", "--backoff-initial"), {"type": float,
+                                                "help": "First backoff, s."}),
+    (("backoff_max", "--backoff-max"), {"type": float, "help": "Backoff cap, s."}),
+    (("retry_after_cap", "--retry-after-cap"),
+     {"type": float, "help": "Longest Retry-After honoured, s."}),
+    (("cooldown", "--cooldown"), {"type": float,
+                                  "help": "Pause after a 429 without Retry-After, s."}),
+    (("connect_timeout", "--connect-timeout"), {"type": float, "help": "Seconds."}),
+    (("read_timeout", "--read-timeout"), {"type": float, "help": "Seconds."}),
+    (("log_format", "--log-format"),
+     {"type": click.Choice(["auto", "console", "json"]),
+      "help": "auto: console on a terminal, JSON lines otherwise."}),
+    (("log_level", "--log-level"), {"type": click.Choice(LEVELS)}),
+    (("allow_insecure_http", "--allow-insecure-http"),
+     {"is_flag": True, "help": "Allow http:// to a non-loopback host."}),
+    (("token_file", "--token-file"),
+     {"type": click.Path(dir_okay=False),
+      "help": f"Read the API token from this file instead of {TOKEN_ENV}."}),
+)
+
+
+def _api_settings(command: F) -> F:
+    """The connection, rate and logging options of ``cancel``, for another
+    command: same names, defaults, variables and config-file keys."""
+    for (name, *flags), extra in reversed(_API_SETTINGS):
+        command = _setting(name, *flags, **extra)(command)
+    command = click.option(
+        "--config", "config_file", is_eager=True, callback=_load_config,
+        envvar="BATCHCANCEL_CONFIG", type=click.Path(dir_okay=False),
+        help="TOML file of settings (see config/default.toml).")(command)
+    command = click.option("-v", "--verbose", is_flag=True,
+                           help="Same as --log-level debug.")(command)
+    return click.option("-q", "--quiet", is_flag=True,
+                        help="Only warnings and errors on stderr.")(command)
+
+
+def _start(values: dict[str, Any], verbose: bool,
+           quiet: bool) -> tuple[Console, Any, str]:
+    """Settings, token and logging for a command other than ``cancel``."""
+    values = {**DEFAULTS, **{k: v for k, v in values.items() if k in DEFAULTS}}
+    if verbose:
+        values["log_level"] = "debug"
+    elif quiet and values["log_level"] in {"debug", "info"}:
+        values["log_level"] = "warning"
+    console = Console()
+    settings = _checked(lambda: build_settings(values))
+    token, warning = _checked(lambda: read_token(values["token_file"], os.environ))
+    configure(console, level=settings.log_level, fmt=settings.log_format,
+              secrets=[token])
+    if warning:
+        console.line(f"Warning: {warning}")
+    return console, settings, token
+
+
+@main.command("select")
+@click.option("--status", "statuses", multiple=True, default=("Reviewing",),
+              show_default=True,
+              help="Keep orders in this status, any case (repeatable).")
+@click.option("--since", help="Keep orders created at or after this ISO 8601 "
+                              "time, e.g. 2026-12-03T10:00Z (no zone: UTC).")
+@click.option("--until", help="Keep orders created before this ISO 8601 time.")
+@click.option("--type", "kinds", multiple=True,
+              help="Keep orders of this type as the list names it, e.g. "
+                   "postcard6x9, letter (repeatable; any case).")
+@click.option("--all-pages", is_flag=True,
+              help="Read every page; do not stop at orders older than --since.")
+@_setting("sub_account", "--sub-account", type=int, multiple=True,
+          help="List this sub-account's orders (repeatable).")
+@_setting("page_size", "--page-size", type=int,
+          help="Orders per page asked of the order list.")
+@_api_settings
+def select(statuses: tuple[str, ...], since: str | None, until: str | None,
+           kinds: tuple[str, ...], all_pages: bool, config_file: str | None,
+           verbose: bool, quiet: bool, **values: Any) -> None:
+    """Write the IDs of orders from the order list as CSV on stdout.
+
+    Filtered by status (default Reviewing), creation time, sub-account and
+    type.  Logs go to stderr, so the output pipes straight into cancel.
+
+    \b
+    Example:
+      batchcancel select --since 2026-12-03T10:00Z | batchcancel cancel -
+    """
+    from batchcancel.selection import describe, make_selection, select_orders
+
+    selection = _checked(lambda: make_selection(statuses, since, until, kinds))
+    _console, settings, token = _start(values, verbose, quiet)
+    structlog.get_logger("batchcancel").info(
+        "select.started", **describe(selection, settings.sub_accounts))
+    stats, code = _checked(lambda: asyncio.run(select_orders(
+        settings, token, selection, sys.stdout, all_pages=all_pages)))
+    if code == 3:
+        _fail(f"the API refused the token; check {TOKEN_ENV} or --token-file", 3)
+    if stats.pages_failed and code == 1:
+        _fail(f"{stats.pages_failed} page(s) of the order list could not be read; "
+              "the IDs written are right but may be incomplete: run select again",
+              1)
+    sys.exit(code)
 
 
 def terminal_confirm(console: Console) -> Callable[[str], bool] | None:
