@@ -334,6 +334,46 @@ def select(statuses: tuple[str, ...], since: str | None, until: str | None,
     sys.exit(code)
 
 
+@main.command()
+@click.argument("report_path", metavar="REPORT",
+                type=click.Path(dir_okay=False, exists=True))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Write the disagreements CSV here instead of stdout.")
+@_setting("concurrency", "--concurrency", type=int,
+          help="Track requests in flight at most.")
+@_api_settings
+def reconcile(report_path: str, out_path: str | None, config_file: str | None,
+              verbose: bool, quiet: bool, **values: Any) -> None:
+    """Check a report of an earlier run against each order's status now.
+
+    Every disagreement (reported cancelled but now printing, reported not
+    cancellable but now cancelled, ...) is one CSV row; exit 1 if any.
+
+    \b
+    Example:
+      batchcancel reconcile report.csv --out disagreements.csv
+    """
+    import io
+
+    from batchcancel.reconcile import reconcile as check_report
+    from batchcancel.report import write_text_atomic
+
+    _console, settings, token = _start(values, verbose, quiet)
+    out: Any = io.StringIO() if out_path else sys.stdout
+    stats, code = _checked(lambda: asyncio.run(check_report(
+        settings, token, Path(report_path), out)))
+    if out_path:
+        _checked(lambda: write_text_atomic(Path(out_path), out.getvalue()))
+    if code == 3:
+        _fail(f"the API refused the token; check {TOKEN_ENV} or --token-file", 3)
+    if not quiet:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted((stats.kinds or {}).items()))
+        click.echo(f"batchcancel reconcile: {stats.checked} orders checked, "
+                   f"{stats.agreed} agree, {stats.skipped} rows skipped (no claim); "
+                   f"disagreements: {kinds or 'none'}", err=True)
+    sys.exit(code)
+
+
 def terminal_confirm(console: Console) -> Callable[[str], bool] | None:
     """Ask on the controlling terminal, never on stdin (which may hold IDs).
 
