@@ -41,7 +41,7 @@ from batchcancel.plan import (
     to_planned,
 )
 from batchcancel.progress import Progress
-from batchcancel.ratelimit import ThrottleGate
+from batchcancel.ratelimit import Rate, ThrottleGate
 from batchcancel.report import (
     ReportWriter,
     Tally,
@@ -124,8 +124,11 @@ async def cancel_orders(
         # for (or trip over) sys.stdin's buffer lock at exit.
         stdin = os.fdopen(os.dup(0), "rb", buffering=0)
     items = read_ids(inputs, column=settings.column, stdin=stdin)
+    if settings.shard is not None:
+        items = settings.shard.filter(items)
     journal = None if settings.dry_run else Journal(
-        settings.journal, identity(inputs, token, settings.base_url),
+        settings.journal, identity(_job_inputs(settings, inputs), token,
+                                   settings.base_url),
         started_at=datetime.now(UTC))
     if journal is not None and journal.resumed:
         log.info("journal.resumed", finished=len(journal.finished),
@@ -170,6 +173,10 @@ async def cancel_orders(
     exit_code = exit_code_for(tally, stats, dry_run=settings.dry_run)
     summary = build_summary(tally, stats, exit_code)
     summary["report"] = str(settings.report)
+    if settings.shard is not None:
+        summary["shard"] = {"index": settings.shard.index,
+                            "count": settings.shard.count,
+                            "inputs": list(inputs)}
     write_json_atomic(settings.summary, summary)
     log.info("run.finished", exit_code=exit_code, **_counts(summary))
     return JobResult(summary, exit_code)
@@ -289,8 +296,22 @@ def _session(settings: Settings) -> aiohttp.ClientSession:
 
 
 def _gate(settings: Settings) -> ThrottleGate:
-    return ThrottleGate(settings.rate_ceiling, start=settings.rate_start,
-                        window=settings.rate_window)
+    # N shards share one account: each gets 1/N of the ceiling, of the
+    # starting pace and, once the headers show it, of the account's limit.
+    count = settings.shard.count if settings.shard else 1
+    return ThrottleGate(_divided(settings.rate_ceiling, count),
+                        start=_divided(settings.rate_start, count),
+                        window=settings.rate_window, portion=count)
+
+
+def _divided(rate: Rate | None, count: int) -> Rate | None:
+    return None if rate is None else Rate(rate.per_second / count)
+
+
+def _job_inputs(settings: Settings, inputs: Sequence[str]) -> list[str]:
+    """What identifies the job's input for the journal: the shard too."""
+    shard = [f"shard:{settings.shard}"] if settings.shard else []
+    return [*inputs, *shard]
 
 
 def _run_settings(settings: Settings, inputs: Sequence[str]) -> RunSettings:

@@ -125,6 +125,12 @@ def main() -> None:
           help="Allow http:// to a non-loopback host (the token goes in clear).")
 @_setting("token_file", "--token-file", type=click.Path(dir_okay=False),
           help=f"Read the API token from this file instead of {TOKEN_ENV}.")
+@_setting("shard", "--shard", metavar="K/N",
+          help="Take shard K (from 0) of N of the input by a stable hash of "
+               "each ID; outputs get a .shard-K-of-N suffix, the rate 1/N.")
+@_setting("shards", "--shards", type=int, metavar="N",
+          help="As --shard K/N with K from JOB_COMPLETION_INDEX "
+               "(a Kubernetes Indexed Job).")
 @click.option("-v", "--verbose", is_flag=True, help="Same as --log-level debug.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress line or summary on stderr.")
@@ -372,6 +378,41 @@ def reconcile(report_path: str, out_path: str | None, config_file: str | None,
                    f"{stats.agreed} agree, {stats.skipped} rows skipped (no claim); "
                    f"disagreements: {kinds or 'none'}", err=True)
     sys.exit(code)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, metavar="REPORT...",
+                type=click.Path(dir_okay=False, exists=True))
+@click.option("--report", "report_path", default="batchcancel-report.csv",
+              show_default=True, type=click.Path(dir_okay=False),
+              help="Where the merged report goes.")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
+              help="Where the merged summary goes "
+                   "[default: REPORT-summary.json beside the report].")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+def merge(files: tuple[str, ...], report_path: str, summary_path: str | None,
+          quiet: bool) -> None:
+    """Merge the reports and summaries of every shard of one sharded run.
+
+    Each REPORT's summary is found beside it, or can be given as a .json
+    file too.  Exits with the merged run's exit code (the highest of the
+    shards'), or 2 when the files are not the N shards of one job.
+
+    \b
+    Example:
+      batchcancel merge out/report.shard-*-of-3.csv --report report.csv
+    """
+    from batchcancel.merge import merge as merge_shards
+    from batchcancel.report import human_summary
+
+    report = Path(report_path)
+    summary = (Path(summary_path) if summary_path
+               else report.with_name(report.stem + "-summary.json"))
+    document = _checked(lambda: merge_shards([Path(f) for f in files], report,
+                                             summary))
+    if not quiet:
+        click.echo(human_summary(document), err=True)
+    sys.exit(document["exit_code"])
 
 
 def terminal_confirm(console: Console) -> Callable[[str], bool] | None:
