@@ -29,6 +29,7 @@ from batchcancel.journal import Journal, identity
 from batchcancel.logs import Console
 from batchcancel.outcomes import Outcome, Row, StopRun
 from batchcancel.plan import (
+    Fetch,
     Listed,
     PageFinal,
     PageView,
@@ -40,7 +41,7 @@ from batchcancel.plan import (
     to_planned,
 )
 from batchcancel.progress import Progress
-from batchcancel.ratelimit import ThrottleGate
+from batchcancel.ratelimit import Rate, ThrottleGate
 from batchcancel.report import (
     ReportWriter,
     Tally,
@@ -123,8 +124,11 @@ async def cancel_orders(
         # for (or trip over) sys.stdin's buffer lock at exit.
         stdin = os.fdopen(os.dup(0), "rb", buffering=0)
     items = read_ids(inputs, column=settings.column, stdin=stdin)
+    if settings.shard is not None:
+        items = settings.shard.filter(items)
     journal = None if settings.dry_run else Journal(
-        settings.journal, identity(inputs, token, settings.base_url),
+        settings.journal, identity(_job_inputs(settings, inputs), token,
+                                   settings.base_url),
         started_at=datetime.now(UTC))
     if journal is not None and journal.resumed:
         log.info("journal.resumed", finished=len(journal.finished),
@@ -169,6 +173,10 @@ async def cancel_orders(
     exit_code = exit_code_for(tally, stats, dry_run=settings.dry_run)
     summary = build_summary(tally, stats, exit_code)
     summary["report"] = str(settings.report)
+    if settings.shard is not None:
+        summary["shard"] = {"index": settings.shard.index,
+                            "count": settings.shard.count,
+                            "inputs": list(inputs)}
     write_json_atomic(settings.summary, summary)
     log.info("run.finished", exit_code=exit_code, **_counts(summary))
     return JobResult(summary, exit_code)
@@ -289,8 +297,22 @@ def _session(settings: Settings) -> aiohttp.ClientSession:
 
 
 def _gate(settings: Settings) -> ThrottleGate:
-    return ThrottleGate(settings.rate_ceiling, start=settings.rate_start,
-                        window=settings.rate_window)
+    # N shards share one account: each gets 1/N of the ceiling, of the
+    # starting pace and, once the headers show it, of the account's limit.
+    count = settings.shard.count if settings.shard else 1
+    return ThrottleGate(_divided(settings.rate_ceiling, count),
+                        start=_divided(settings.rate_start, count),
+                        window=settings.rate_window, portion=count)
+
+
+def _divided(rate: Rate | None, count: int) -> Rate | None:
+    return None if rate is None else Rate(rate.per_second / count)
+
+
+def _job_inputs(settings: Settings, inputs: Sequence[str]) -> list[str]:
+    """What identifies the job's input for the journal: the shard too."""
+    shard = [f"shard:{settings.shard}"] if settings.shard else []
+    return [*inputs, *shard]
 
 
 def _run_settings(settings: Settings, inputs: Sequence[str]) -> RunSettings:
@@ -356,8 +378,8 @@ def _planner(client: ThanksIo, settings: Settings, confirm: Confirm | None,
     return plan
 
 
-async def _list_orders(job: Job, client: ThanksIo, settings: Settings,
-                       refs: list[OrderRef]) -> tuple[dict[int, Listed], bool]:
+def list_fetcher(job: Job, client: ThanksIo, event: str = "preflight") -> Fetch:
+    """Pages of the order list through the job's rate gate and retries."""
     async def fetch(page: int, size: int, sub: int | None) -> PageView | None:
         decision = await job.request(
             lambda: client.list_orders(page, size, sub), judge_list_page,
@@ -366,9 +388,15 @@ async def _list_orders(job: Job, client: ThanksIo, settings: Settings,
             job.stop(decision.reason, by=decision.by)
         if isinstance(decision, PageFinal) and decision.page is not None:
             return decision.page
-        log.warning("preflight.page_failed", page=page, sub_account_id=sub)
+        log.warning(f"{event}.page_failed", page=page, sub_account_id=sub)
         return None
 
+    return fetch
+
+
+async def _list_orders(job: Job, client: ThanksIo, settings: Settings,
+                       refs: list[OrderRef]) -> tuple[dict[int, Listed], bool]:
+    fetch = list_fetcher(job, client)
     window = settings.review_window
     cutoff = datetime.now(UTC) - window - min(window / 4, timedelta(minutes=15))
     return await preflight(fetch, {r.order_id for r in refs},

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import structlog
 
 from batchcancel import __version__
 from batchcancel.config import (
@@ -130,6 +131,12 @@ def main() -> None:
           help="Allow http:// to a non-loopback host (the token goes in clear).")
 @_setting("token_file", "--token-file", type=click.Path(dir_okay=False),
           help=f"Read the API token from this file instead of {TOKEN_ENV}.")
+@_setting("shard", "--shard", metavar="K/N",
+          help="Take shard K (from 0) of N of the input by a stable hash of "
+               "each ID; outputs get a .shard-K-of-N suffix, the rate 1/N.")
+@_setting("shards", "--shards", type=int, metavar="N",
+          help="As --shard K/N with K from JOB_COMPLETION_INDEX "
+               "(a Kubernetes Indexed Job).")
 @click.option("-v", "--verbose", is_flag=True, help="Same as --log-level debug.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress line or summary on stderr.")
@@ -229,6 +236,193 @@ def demo(orders: int, seed: int, quiet: bool) -> None:
     for line in agreement.mismatches[:20]:
         console.line(f"    {line}")
     sys.exit(result.exit_code if agreement.holds else 1)
+
+
+# -- commands that share cancel's connection settings ------------------------
+
+_API_SETTINGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (("base_url", "--base-url"),
+     {"envvar": [BASE_URL_ENV, environment_name("base_url")],
+      "help": f"API base URL (also {BASE_URL_ENV})."}),
+    (("rate", "--rate"), {"help": "auto, a ceiling such as 2/s or 60/min, or off "
+                                  "(as for cancel)."}),
+    (("rate_window", "--rate-window"), {"type": float,
+                                        "help": "The account's rate window, s."}),
+    (("max_retries", "--max-retries"), {"type": int,
+                                        "help": "Further attempts per request."}),
+    (("backoff_initial", "--backoff-initial"), {"type": float,
+                                                "help": "First backoff, s."}),
+    (("backoff_max", "--backoff-max"), {"type": float, "help": "Backoff cap, s."}),
+    (("retry_after_cap", "--retry-after-cap"),
+     {"type": float, "help": "Longest Retry-After honoured, s."}),
+    (("cooldown", "--cooldown"), {"type": float,
+                                  "help": "Pause after a 429 without Retry-After, s."}),
+    (("connect_timeout", "--connect-timeout"), {"type": float, "help": "Seconds."}),
+    (("read_timeout", "--read-timeout"), {"type": float, "help": "Seconds."}),
+    (("log_format", "--log-format"),
+     {"type": click.Choice(["auto", "console", "json"]),
+      "help": "auto: console on a terminal, JSON lines otherwise."}),
+    (("log_level", "--log-level"), {"type": click.Choice(LEVELS)}),
+    (("allow_insecure_http", "--allow-insecure-http"),
+     {"is_flag": True, "help": "Allow http:// to a non-loopback host."}),
+    (("token_file", "--token-file"),
+     {"type": click.Path(dir_okay=False),
+      "help": f"Read the API token from this file instead of {TOKEN_ENV}."}),
+)
+
+
+def _api_settings(command: F) -> F:
+    """The connection, rate and logging options of ``cancel``, for another
+    command: same names, defaults, variables and config-file keys."""
+    for (name, *flags), extra in reversed(_API_SETTINGS):
+        command = _setting(name, *flags, **extra)(command)
+    command = click.option(
+        "--config", "config_file", is_eager=True, callback=_load_config,
+        envvar="BATCHCANCEL_CONFIG", type=click.Path(dir_okay=False),
+        help="TOML file of settings (see config/default.toml).")(command)
+    command = click.option("-v", "--verbose", is_flag=True,
+                           help="Same as --log-level debug.")(command)
+    return click.option("-q", "--quiet", is_flag=True,
+                        help="Only warnings and errors on stderr.")(command)
+
+
+def _start(values: dict[str, Any], verbose: bool,
+           quiet: bool) -> tuple[Console, Any, str]:
+    """Settings, token and logging for a command other than ``cancel``."""
+    values = {**DEFAULTS, **{k: v for k, v in values.items() if k in DEFAULTS}}
+    if verbose:
+        values["log_level"] = "debug"
+    elif quiet and values["log_level"] in {"debug", "info"}:
+        values["log_level"] = "warning"
+    console = Console()
+    settings = _checked(lambda: build_settings(values))
+    token, warning = _checked(lambda: read_token(values["token_file"], os.environ))
+    configure(console, level=settings.log_level, fmt=settings.log_format,
+              secrets=[token])
+    if warning:
+        console.line(f"Warning: {warning}")
+    return console, settings, token
+
+
+@main.command("select")
+@click.option("--status", "statuses", multiple=True, default=("Reviewing",),
+              show_default=True,
+              help="Keep orders in this status, any case (repeatable).")
+@click.option("--since", help="Keep orders created at or after this ISO 8601 "
+                              "time, e.g. 2026-12-03T10:00Z (no zone: UTC).")
+@click.option("--until", help="Keep orders created before this ISO 8601 time.")
+@click.option("--type", "kinds", multiple=True,
+              help="Keep orders of this type as the list names it, e.g. "
+                   "postcard6x9, letter (repeatable; any case).")
+@click.option("--all-pages", is_flag=True,
+              help="Read every page; do not stop at orders older than --since.")
+@_setting("sub_account", "--sub-account", type=int, multiple=True,
+          help="List this sub-account's orders (repeatable).")
+@_setting("page_size", "--page-size", type=int,
+          help="Orders per page asked of the order list.")
+@_api_settings
+def select(statuses: tuple[str, ...], since: str | None, until: str | None,
+           kinds: tuple[str, ...], all_pages: bool, config_file: str | None,
+           verbose: bool, quiet: bool, **values: Any) -> None:
+    """Write the IDs of orders from the order list as CSV on stdout.
+
+    Filtered by status (default Reviewing), creation time, sub-account and
+    type.  Logs go to stderr, so the output pipes straight into cancel.
+
+    \b
+    Example:
+      batchcancel select --since 2026-12-03T10:00Z | batchcancel cancel -
+    """
+    from batchcancel.selection import describe, make_selection, select_orders
+
+    selection = _checked(lambda: make_selection(statuses, since, until, kinds))
+    _console, settings, token = _start(values, verbose, quiet)
+    structlog.get_logger("batchcancel").info(
+        "select.started", **describe(selection, settings.sub_accounts))
+    stats, code = _checked(lambda: asyncio.run(select_orders(
+        settings, token, selection, sys.stdout, all_pages=all_pages)))
+    if code == 3:
+        _fail(f"the API refused the token; check {TOKEN_ENV} or --token-file", 3)
+    if stats.pages_failed and code == 1:
+        _fail(f"{stats.pages_failed} page(s) of the order list could not be read; "
+              "the IDs written are right but may be incomplete: run select again",
+              1)
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("report_path", metavar="REPORT",
+                type=click.Path(dir_okay=False, exists=True))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Write the disagreements CSV here instead of stdout.")
+@_setting("concurrency", "--concurrency", type=int,
+          help="Track requests in flight at most.")
+@_api_settings
+def reconcile(report_path: str, out_path: str | None, config_file: str | None,
+              verbose: bool, quiet: bool, **values: Any) -> None:
+    """Check a report of an earlier run against each order's status now.
+
+    Every disagreement (reported cancelled but now printing, reported not
+    cancellable but now cancelled, ...) is one CSV row; exit 1 if any.
+
+    \b
+    Example:
+      batchcancel reconcile report.csv --out disagreements.csv
+    """
+    import io
+
+    from batchcancel.reconcile import reconcile as check_report
+    from batchcancel.report import write_text_atomic
+
+    _console, settings, token = _start(values, verbose, quiet)
+    out: Any = io.StringIO() if out_path else sys.stdout
+    stats, code = _checked(lambda: asyncio.run(check_report(
+        settings, token, Path(report_path), out)))
+    if out_path:
+        _checked(lambda: write_text_atomic(Path(out_path), out.getvalue()))
+    if code == 3:
+        _fail(f"the API refused the token; check {TOKEN_ENV} or --token-file", 3)
+    if not quiet:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted((stats.kinds or {}).items()))
+        click.echo(f"batchcancel reconcile: {stats.checked} orders checked, "
+                   f"{stats.agreed} agree, {stats.skipped} rows skipped (no claim); "
+                   f"disagreements: {kinds or 'none'}", err=True)
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, metavar="REPORT...",
+                type=click.Path(dir_okay=False, exists=True))
+@click.option("--report", "report_path", default="batchcancel-report.csv",
+              show_default=True, type=click.Path(dir_okay=False),
+              help="Where the merged report goes.")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
+              help="Where the merged summary goes "
+                   "[default: REPORT-summary.json beside the report].")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+def merge(files: tuple[str, ...], report_path: str, summary_path: str | None,
+          quiet: bool) -> None:
+    """Merge the reports and summaries of every shard of one sharded run.
+
+    Each REPORT's summary is found beside it, or can be given as a .json
+    file too.  Exits with the merged run's exit code (the highest of the
+    shards'), or 2 when the files are not the N shards of one job.
+
+    \b
+    Example:
+      batchcancel merge out/report.shard-*-of-3.csv --report report.csv
+    """
+    from batchcancel.merge import merge as merge_shards
+    from batchcancel.report import human_summary
+
+    report = Path(report_path)
+    summary = (Path(summary_path) if summary_path
+               else report.with_name(report.stem + "-summary.json"))
+    document = _checked(lambda: merge_shards([Path(f) for f in files], report,
+                                             summary))
+    if not quiet:
+        click.echo(human_summary(document), err=True)
+    sys.exit(document["exit_code"])
 
 
 def terminal_confirm(console: Console) -> Callable[[str], bool] | None:

@@ -9,11 +9,12 @@ message, and the token, which is never a flag value.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -25,6 +26,7 @@ from batchcancel.api import DEFAULT_BASE_URL
 from batchcancel.budget import ErrorLimit
 from batchcancel.errors import ConfigError
 from batchcancel.ratelimit import DOCUMENTED_LIMIT, Rate
+from batchcancel.shard import Shard, parse_shard
 
 TOKEN_ENV = "THANKSIO_API_TOKEN"  # noqa: S105 (a variable name, not a secret)
 BASE_URL_ENV = "THANKSIO_BASE_URL"
@@ -63,7 +65,12 @@ DEFAULTS: dict[str, Any] = {
     "log_level": "info",
     "allow_insecure_http": False,
     "token_file": None,
+    "shard": None,
+    "shards": None,
 }
+
+#: Settings whose default is None but whose value is a whole number.
+_WHOLE_NUMBERS = frozenset({"shards"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +104,7 @@ class Settings:
     journal: Path
     log_format: str
     log_level: str
+    shard: Shard | None = None
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -130,7 +138,7 @@ def _check_type(path: Path, key: str, value: Any) -> None:
     kinds: tuple[type, ...]
     if isinstance(default, bool):
         kinds = (bool,)
-    elif isinstance(default, int):
+    elif key in _WHOLE_NUMBERS or isinstance(default, int):
         kinds = (int,)
     elif isinstance(default, float):
         kinds = (int, float)
@@ -147,8 +155,24 @@ def _check_type(path: Path, key: str, value: Any) -> None:
                           f"not {value!r}")
 
 
-def build_settings(values: Mapping[str, Any]) -> Settings:
-    """Check raw values (already layered by the CLI) into ``Settings``."""
+def build_settings(values: Mapping[str, Any],
+                   environ: Mapping[str, str] | None = None) -> Settings:
+    """Check raw values (already layered by the CLI) into ``Settings``.
+
+    ``environ`` (default: the process's) is read for JOB_COMPLETION_INDEX
+    only, when ``--shards N`` is given.
+    """
+    shard = parse_shard(values.get("shard"), values.get("shards"),
+                        os.environ if environ is None else environ)
+    settings = _build(values)
+    if shard is None:
+        return settings
+    return replace(settings, shard=shard, report=shard.named(settings.report),
+                   summary=shard.named(settings.summary),
+                   journal=shard.named(settings.journal))
+
+
+def _build(values: Mapping[str, Any]) -> Settings:
     report = Path(values["report"])
     summary = values["summary"]
     ceiling, start = parse_rate(values["rate"], float(values["rate_window"]))

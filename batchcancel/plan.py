@@ -22,7 +22,14 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -49,6 +56,7 @@ class Listed:
     authorization_total: int | None
     sub_account_id: int | None
     updated_at: datetime | None = None
+    kind: str | None = None  # the list's ``type``, lower case: postcard6x9, ...
 
     @property
     def is_cancelled(self) -> bool:
@@ -88,6 +96,7 @@ def parse_listed(raw: dict[str, object], created_at: datetime | None,
     flag = raw.get("cancellable")
     total = raw.get("authorization_total")
     sub = raw.get("sub_account_id")
+    kind = raw.get("type")
     return Listed(
         order_id=order_id,
         status=normalise_status(raw.get("status")),
@@ -96,6 +105,7 @@ def parse_listed(raw: dict[str, object], created_at: datetime | None,
         authorization_total=total if type(total) is int else None,
         sub_account_id=sub if type(sub) is int else None,
         updated_at=updated_at,
+        kind=(kind.strip().lower() or None) if isinstance(kind, str) else None,
     )
 
 
@@ -260,30 +270,51 @@ async def preflight(fetch: Fetch, wanted: set[int], *,
     """
     found: dict[int, Listed] = {}
     complete = True
+    pages = walk_pages(fetch, sub_accounts=sub_accounts, per_page=per_page,
+                       cutoff=cutoff, done=lambda: len(found) == len(wanted))
+    async for _sub_account, view in pages:
+        if view is None:
+            complete = False
+            continue
+        found.update((o.order_id, o) for o in view.orders
+                     if o.order_id in wanted)
+    return found, complete
+
+
+async def walk_pages(fetch: Fetch, *, sub_accounts: Sequence[int | None],
+                     per_page: int, cutoff: datetime | None,
+                     done: Callable[[], bool] = lambda: False,
+                     ) -> AsyncIterator[tuple[int | None, PageView | None]]:
+    """Every page of the order list, per sub-account, newest first.
+
+    Yields ``(sub_account, page)``; the page is None when it could not be
+    had, and that sub-account's listing ends there.  A sub-account's listing
+    also ends at its last page, at a page whose oldest order is older than
+    ``cutoff`` (None: never), or once ``done()`` says so after a page.
+    """
     for sub_account in sub_accounts or (None,):
         page, size = 1, per_page
         while True:
             view = await fetch(page, size, sub_account)
+            yield sub_account, view
             if view is None:
-                complete = False
                 break
-            found.update((o.order_id, o) for o in view.orders
-                         if o.order_id in wanted)
             if view.per_page is not None and 0 < view.per_page < size:
                 # The server pages by its own, smaller size: ask for that
                 # from now on so the page numbers keep meaning the same rows.
                 size = view.per_page
-            if _last(view, page, cutoff) or len(found) == len(wanted):
+            if _last(view, page, cutoff) or done():
                 break
             page += 1
-    return found, complete
 
 
-def _last(view: PageView, page: int, cutoff: datetime) -> bool:
+def _last(view: PageView, page: int, cutoff: datetime | None) -> bool:
     if view.raw_count == 0:
         return True
     if view.last_page is not None and page >= view.last_page:
         return True
+    if cutoff is None:
+        return False
     created = [o.created_at for o in view.orders if o.created_at is not None]
     return bool(created) and min(created) < cutoff
 

@@ -172,6 +172,11 @@ class AccountWindow:
                  ) -> None:
         self.in_flight = max(0, self.in_flight - 1)
         if headers is None or headers.remaining is None:
+            if self.probing and self.expected is not None:
+                # The probe learned nothing (lost, or no headers): give its
+                # place back so that the next request probes, or the gate
+                # would wait for an answer that never comes.
+                self.expected += 1
             return
         if headers.limit is not None:
             self.limit = headers.limit
@@ -335,9 +340,14 @@ class ThrottleGate:
         follow_headers: bool = True,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        portion: int = 1,
     ) -> None:
         """``ceiling``: never faster (None: no ceiling).  ``start``: the pace
-        until the account's limit is known (``--rate auto``: 60/min)."""
+        until the account's limit is known (``--rate auto``: 60/min).
+        ``portion``: this gate is one of that many sharing the account (the
+        shards of one job); once the limit is known it keeps to an even
+        ``1/portion`` of it, never bursting."""
+        self._portion = max(1, portion)
         self._ceiling = ceiling
         self._start = start
         self._follow = follow_headers
@@ -488,12 +498,24 @@ class ThrottleGate:
         account = self.account
         if not self._follow or account.limit is None:
             learned = float(self._start.per_second) if self._start else None
+        elif self._portion > 1:
+            learned = min(self._fair_share(), account.share(account.assumed_window)
+                          or math.inf)
         elif account.shared:
             learned = account.share(account.assumed_window)
         else:
             learned = None
         candidates = [r for r in (learned, ceiling) if r is not None]
         return min(candidates) if candidates else None
+
+    def _fair_share(self) -> float:
+        # Shards burst at the same moment and see each other only through
+        # Remaining, answers late: an even pace of their 1/portion of the
+        # limit, one request each kept back, can never add up past it.
+        account = self.account
+        assert account.limit is not None
+        window = account.window or account.assumed_window
+        return max(1.0, account.limit - self._portion) / self._portion / window
 
     def _planning_rate(self) -> float | None:
         share = self.account.share(self.account.assumed_window)

@@ -485,6 +485,7 @@ class Job:
         except asyncio.CancelledError:
             # Abandoned on the wire at a stop: the API may have carried it out.
             attempts.maybe_applied = True
+            self._gate.settle(ticket, None)
             raise
         finally:
             if task in self._workers:

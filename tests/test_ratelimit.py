@@ -258,3 +258,20 @@ async def test_a_reopened_window_offers_its_room_to_the_plan() -> None:
     slots = gate.slot_times(10, now=5000.0)
 
     assert 9 <= sum(1 for t in slots if t < 5000.5)
+
+
+async def test_a_probe_that_brings_no_headers_lets_another_probe_go() -> None:
+    """A probe lost on the wire (or answered without rate headers) tells
+    nothing about the window: the next request may probe at once.
+
+    (Otherwise the gate waited for ever: the demo once hung this way.)"""
+    clock = FakeClock()
+    gate = ThrottleGate(None, window=1.0, clock=clock, sleep=clock.sleep)
+    gate.settle(await gate.acquire(), RateHeaders(limit=10, remaining=0))
+    clock.now += 1.5
+    probe = await asyncio.wait_for(gate.acquire(), 1.0)
+
+    gate.settle(probe, None)  # a dropped connection: no answer at all
+    again = await asyncio.wait_for(gate.acquire(), 1.0)
+
+    assert again.sent_at == clock.now

@@ -76,7 +76,10 @@ Other behaviour worth knowing:
   `garbled_body`) do not strike: those requests are answered normally.
 - Control endpoints under /_sandbox/ need no token: `GET /_sandbox/record`,
   `POST /_sandbox/faults` (a JSON object of `Faults` fields, replacing all faults) and
-  `POST /_sandbox/rate` (`{"limit": int | null, "window": float}`).
+  `POST /_sandbox/rate` (`{"limit": int | null, "window": float}`) and
+  `POST /_sandbox/status` (`{"order_id": int, "status": "printing"}`: the order's
+  status changes as if by the world, not the API; `Sandbox.force_status` in
+  Python). They answer 403 to any peer that is not loopback.
 """
 
 from ._config import Faults, SandboxConfig

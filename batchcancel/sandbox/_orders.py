@@ -165,6 +165,18 @@ class OrderBook:
         self._by_id[order_id] = after
         return after, verdict
 
+    def force(self, order_id: int, status: str, now: float) -> bool:
+        """Set an order's status from outside the API; False when unknown.
+
+        Not a cancel by the API: a forced ``cancelled`` refunds nothing that
+        the record would count as this API's doing.
+        """
+        order = self.get(order_id, now)
+        if order is None:
+            return False
+        self._by_id[order_id] = replace(order, status=status, updated_at=now)
+        return True
+
     def listing(self, sub_account_id: int | None) -> tuple[int, ...]:
         """Order IDs newest first, all of them or one sub-account's."""
         if sub_account_id is None:

@@ -28,6 +28,7 @@ from ._config import (
     APPLY_THEN_SPOIL,
     FAULT_NAMES,
     SCRIPT_STEPS,
+    STATUSES,
     Endpoint,
     FaultName,
     Faults,
@@ -57,6 +58,7 @@ CONTROL_ROUTES = {
     ("GET", "/_sandbox/record"): "record",
     ("POST", "/_sandbox/faults"): "faults",
     ("POST", "/_sandbox/rate"): "rate",
+    ("POST", "/_sandbox/status"): "status",
 }
 # The request counts in the record, beside the per-fault ones.
 COUNTED = (
@@ -261,6 +263,8 @@ class Sandbox:
             return self._json(404, NOT_FOUND, now)
         if route.control is not None:
             self._counts["control"] += 1
+            if not peer_is_loopback(request.remote):
+                return _plain_json(403, {"message": "control is for loopback only"})
             return await self._control(route.control, request)
 
         # Only the control branch awaits; from here on nothing does.
@@ -455,11 +459,26 @@ class Sandbox:
             if control == "faults":
                 self.set_faults(Faults.from_json(body))
                 return _plain_json(200, {"faults": asdict(self._faults)})
+            if control == "status":
+                return self._force_status(body)
             self.set_rate_limit(body.get("limit"), body.get("window"))
         except (ValueError, TypeError) as exc:
             return _plain_json(400, {"message": str(exc)})
         rate = {"limit": self._rate_limit, "window": self._rate_window}
         return _plain_json(200, rate)
+
+    def force_status(self, order_id: int, status: str) -> bool:
+        """Put an order in ``status`` as if the world had moved on (a customer
+        cancelled it, it went to print); False when the book lacks it."""
+        return self._book.force(order_id, status, self._clock())
+
+    def _force_status(self, body: dict[str, object]) -> Answer:
+        order_id, status = body.get("order_id"), body.get("status")
+        if type(order_id) is not int or status not in STATUSES:
+            raise ValueError(f"need an integer order_id and a status in {STATUSES}")
+        if not self.force_status(order_id, str(status)):
+            return _plain_json(404, NOT_FOUND)
+        return _plain_json(200, {"order_id": order_id, "status": status})
 
     def _json(
         self, status: int, body: object, now: float, extra: Headers = ()
@@ -511,6 +530,14 @@ def require_loopback(host: str) -> None:
             f"the sandbox listens on loopback IP addresses only (such as 127.0.0.1),"
             f" not {host!r}"
         )
+
+
+def peer_is_loopback(remote: str | None) -> bool:
+    """True for a request from this machine (control endpoints take no token)."""
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_positive_int(text: str | None) -> int | None:
