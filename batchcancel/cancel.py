@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,13 +40,13 @@ from batchcancel.plan import (
     settle_from_list,
     to_planned,
 )
-from batchcancel.progress import Progress
+from batchcancel.progress import Position, Progress
 from batchcancel.ratelimit import ThrottleGate
 from batchcancel.report import (
     ReportWriter,
     Tally,
     build_summary,
-    dollars,
+    money,
     write_json_atomic,
 )
 from batchcancel.retry import Backoff
@@ -155,7 +156,7 @@ async def cancel_orders(
         if journal is not None:
             journal.close()
 
-    console.end_status()
+    console.detach()
     _finish_report(report, sink, stats)
     if stats.input_unread:
         stats.stop_reason = (f"{stats.stop_reason}; the input was not read past "
@@ -222,15 +223,24 @@ def _finish_report(report: ReportWriter, sink: _Fanout, stats: RunStats) -> None
 async def _run(job: Job, items: Any, planner: Planner | None,
                progress: Progress, handle_signals: bool) -> RunStats:
     undo = job.install_signal_handlers() if handle_signals else None
-    # A live line redraws twice a second; a log event every 5 s is plenty.
+    # A live bar redraws twice a second; a log event every 5 s is plenty.
     interval = 0.5 if progress.on_terminal else 5.0
-    shown = asyncio.create_task(progress.show(
-        lambda: job.stats.distinct_ids + job.stats.invalid_lines, interval=interval
-    ))
+
+    def position() -> Position:
+        stats = job.stats
+        read = stats.distinct_ids + stats.invalid_lines
+        return Position(read, read if stats.input_complete else None,
+                        job.nearest_deadline(time.time()))
+
+    shown = asyncio.create_task(progress.show(position, interval=interval))
     try:
-        return await job.run(items, planner)
+        stats = await job.run(items, planner)
+        shown.cancel()
+        progress.finish(position())
+        return stats
     finally:
         shown.cancel()
+        progress.stop()
         if undo is not None:
             undo()
 
@@ -453,9 +463,9 @@ def confirmation_text(planned: list[Planned], listed: dict[int, Listed]) -> str:
         stake[account] = stake.get(account, 0) + p.credits
     total = sum(stake.values())
     lines = [f"About to cancel {len(planned)} orders: {len(known)} listed as "
-             f"cancellable with ${dollars(total)} in credits at stake"]
+             f"cancellable with {money(total)} in credits at stake"]
     if len(stake) > 1:
-        lines += [f"  {name}: ${dollars(cents)}"
+        lines += [f"  {name}: {money(cents)}"
                   for name, cents in sorted(stake.items())]
     unknown = len(planned) - len(known)
     if unknown:

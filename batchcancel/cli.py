@@ -126,7 +126,7 @@ def main() -> None:
           help=f"Read the API token from this file instead of {TOKEN_ENV}.")
 @click.option("-v", "--verbose", is_flag=True, help="Same as --log-level debug.")
 @click.option("-q", "--quiet", is_flag=True,
-              help="No progress line or summary on stderr.")
+              help="No progress, no summary and only errors on stderr.")
 def cancel(inputs: tuple[str, ...], config_file: str | None, verbose: bool,
            quiet: bool, **values: Any) -> None:
     """Cancel every order ID read from INPUT files (CSV, or one ID a line).
@@ -140,8 +140,8 @@ def cancel(inputs: tuple[str, ...], config_file: str | None, verbose: bool,
     """
     if verbose:
         values["log_level"] = "debug"
-    elif quiet and values["log_level"] in {"debug", "info"}:
-        values["log_level"] = "warning"
+    elif quiet:
+        values["log_level"] = "error"
     console = Console()
     settings = _checked(lambda: build_settings(values))
     token, warning = _checked(lambda: read_token(values["token_file"], os.environ))
@@ -241,6 +241,7 @@ def terminal_confirm(console: Console) -> Callable[[str], bool] | None:
             answer = _read_line(tty).strip().lower()
         finally:
             os.close(tty)
+            console.resume_status()
         return answer in {"y", "yes"}
 
     return ask

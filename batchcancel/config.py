@@ -21,13 +21,15 @@ from typing import Any
 
 from yarl import URL
 
-from batchcancel.api import DEFAULT_BASE_URL
 from batchcancel.errors import ConfigError
 from batchcancel.ratelimit import DOCUMENTED_LIMIT, Rate
 
 TOKEN_ENV = "THANKSIO_API_TOKEN"  # noqa: S105 (a variable name, not a secret)
 BASE_URL_ENV = "THANKSIO_BASE_URL"
 ENV_PREFIX = "BATCHCANCEL_"
+# Here rather than in api.py: importing aiohttp would slow every start-up,
+# `batchcancel --version` included.
+DEFAULT_BASE_URL = "https://api.thanks.io/api/v2"
 
 #: Every setting of ``batchcancel cancel`` with its default.  The same
 #: names are the keys of a ``--config`` TOML file and, upper-cased after
