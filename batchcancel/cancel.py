@@ -28,6 +28,7 @@ from batchcancel.errors import ConfigError
 from batchcancel.ids import OrderRef, check_readable, read_ids
 from batchcancel.journal import Journal, identity
 from batchcancel.logs import Console
+from batchcancel.markdown import append_step_summary, render_markdown, write_markdown
 from batchcancel.outcomes import Outcome, Row, StopRun
 from batchcancel.plan import (
     Listed,
@@ -110,11 +111,13 @@ async def cancel_orders(
     quiet: bool = False,
     handle_signals: bool = True,
     confirm: Confirm | None = None,
+    step_summary: str | None = None,
 ) -> JobResult:
     """Cancel every order ID of ``inputs``; write the report and summary.
 
     ``confirm``, when given, is asked after the preflight and before the
-    first cancel; answering False sends nothing.
+    first cancel; answering False sends nothing.  ``step_summary``: a CI
+    job summary file the Markdown summary is appended to.
     """
     check_readable(inputs)
     check_outputs(settings, inputs)
@@ -171,8 +174,33 @@ async def cancel_orders(
     summary = build_summary(tally, stats, exit_code)
     summary["report"] = str(settings.report)
     write_json_atomic(settings.summary, summary)
+    _publish_markdown(summary, settings, step_summary, secrets=(token,))
     log.info("run.finished", exit_code=exit_code, **_counts(summary))
     return JobResult(summary, exit_code)
+
+
+def _publish_markdown(summary: dict[str, Any], settings: Settings,
+                      step_summary: str | None, secrets: Sequence[str]) -> None:
+    """Write ``--summary-md`` and append to the CI summary, if asked.
+
+    A failure here is logged, not raised: the report and the JSON summary,
+    the run's record, are already in place.
+    """
+    targets = [(settings.summary_md, write_markdown),
+               (Path(step_summary) if step_summary else None, append_step_summary)]
+    if not any(path for path, _ in targets):
+        return
+    text = render_markdown(summary, journal=None if settings.dry_run
+                           else str(settings.journal))
+    for secret in secrets:
+        text = text.replace(secret, "[REDACTED]")
+    for path, write in targets:
+        if path is not None:
+            try:
+                write(path, text)
+            except OSError as exc:
+                log.error("summary_md.unwritable", path=str(path),
+                          error=exc.strerror or type(exc).__name__)
 
 
 def check_outputs(settings: Settings, inputs: Sequence[str]) -> None:
@@ -183,11 +211,15 @@ def check_outputs(settings: Settings, inputs: Sequence[str]) -> None:
         raise ConfigError(f"--report and --summary are the same file: {report}")
     if _same(journal, report) or _same(journal, summary):
         raise ConfigError(f"the journal {journal} would overwrite an output")
+    markdown = [settings.summary_md] if settings.summary_md else []
+    for md in markdown:
+        if any(_same(md, other) for other in (report, summary, journal)):
+            raise ConfigError(f"--summary-md {md} would overwrite another output")
     for name in inputs:
-        for output in (report, summary, journal):
+        for output in (report, summary, journal, *markdown):
             if name != "-" and _same(Path(name), output):
                 raise ConfigError(f"{output} is an input; writing it would destroy it")
-    for output in (report, summary):
+    for output in (report, summary, *markdown):
         folder = output.parent if str(output.parent) else Path(".")
         if output.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
             raise ConfigError(f"cannot write {output}: its folder is missing or "

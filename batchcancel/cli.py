@@ -23,6 +23,7 @@ from batchcancel import __version__
 from batchcancel.config import (
     BASE_URL_ENV,
     DEFAULTS,
+    STEP_SUMMARY_ENV,
     TOKEN_ENV,
     build_settings,
     environment_name,
@@ -113,6 +114,9 @@ def main() -> None:
           help="CSV report, one row per distinct ID and per invalid line.")
 @_setting("summary", "--summary", type=click.Path(dir_okay=False),
           help="JSON summary [default: REPORT-summary.json beside the report].")
+@_setting("summary_md", "--summary-md", type=click.Path(dir_okay=False),
+          help="Markdown summary for people; also appended to "
+               "$GITHUB_STEP_SUMMARY when that is set.")
 @_setting("journal", "--journal", type=click.Path(dir_okay=False),
           help="Journal of finished orders, for resuming "
                "[default: REPORT-journal.jsonl beside the report].")
@@ -155,6 +159,7 @@ def cancel(inputs: tuple[str, ...], config_file: str | None, verbose: bool,
     result = _checked(lambda: asyncio.run(cancel_orders(
         settings, token, list(inputs) or ["-"], console=console, quiet=quiet,
         confirm=terminal_confirm(console),
+        step_summary=os.environ.get(STEP_SUMMARY_ENV) or None,
     )))
     if not quiet:
         from batchcancel.report import human_summary

@@ -26,6 +26,8 @@ from batchcancel.ratelimit import DOCUMENTED_LIMIT, Rate
 
 TOKEN_ENV = "THANKSIO_API_TOKEN"  # noqa: S105 (a variable name, not a secret)
 BASE_URL_ENV = "THANKSIO_BASE_URL"
+# Set by GitHub Actions: a Markdown file shown on the job's page.
+STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 ENV_PREFIX = "BATCHCANCEL_"
 # Here rather than in api.py: importing aiohttp would slow every start-up,
 # `batchcancel --version` included.
@@ -57,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "column": None,
     "report": "batchcancel-report.csv",
     "summary": None,
+    "summary_md": None,
     "journal": None,
     "log_format": "auto",
     "log_level": "info",
@@ -91,6 +94,7 @@ class Settings:
     column: str | None
     report: Path
     summary: Path
+    summary_md: Path | None
     journal: Path
     log_format: str
     log_level: str
@@ -172,6 +176,7 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
         column=values["column"] or None,
         report=report,
         summary=Path(summary) if summary else _summary_beside(report),
+        summary_md=Path(values["summary_md"]) if values["summary_md"] else None,
         journal=Path(values["journal"]) if values["journal"] else report.with_name(
             report.stem + "-journal.jsonl"),
         log_format=values["log_format"],
