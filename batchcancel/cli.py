@@ -133,9 +133,12 @@ def main() -> None:
               help="No progress, no summary and only errors on stderr.")
 def cancel(inputs: tuple[str, ...], config_file: str | None, verbose: bool,
            quiet: bool, **values: Any) -> None:
-    """Cancel every order ID read from INPUT files (CSV, or one ID a line).
+    """Cancel the orders whose IDs are in INPUT files or on stdin.
 
-    With no INPUT, or with -, IDs are read from standard input.
+    INPUT is a CSV file or a file of one ID a line; with no INPUT, or
+    with -, IDs are read from standard input.  The report, the JSON
+    summary and the journal are written beside --report; nothing goes to
+    standard output.
 
     \b
     Examples:
@@ -187,7 +190,8 @@ def sandbox(ctx: click.Context) -> None:
     """
     from batchcancel.sandbox.__main__ import main as sandbox_main
 
-    sys.exit(sandbox_main(["--help"] if "-h" in ctx.args else ctx.args))
+    sys.exit(sandbox_main(["--help"] if "-h" in ctx.args else ctx.args,
+                          prog="batchcancel sandbox"))
 
 
 @main.command()
