@@ -24,8 +24,10 @@ from conftest import SandboxFactory
 from structlog.testing import capture_logs
 from support import cli_env, read_report, run_cli
 
+from batchcancel.ids import OrderRef
 from batchcancel.logs import Console
 from batchcancel.outcomes import Outcome, Row
+from batchcancel.plan import Planned, Schedule
 from batchcancel.progress import (
     Figures,
     Position,
@@ -299,3 +301,19 @@ def test_starting_up_imports_neither_rich_nor_aiohttp_nor_structlog() -> None:
                           text=True, check=True)
 
     assert "[]" == done.stdout.strip()
+
+
+def test_the_nearest_window_is_that_of_an_order_still_waiting() -> None:
+    """Handed-out and passed orders no longer count; none left: None."""
+    orders = [Planned(OrderRef(n, "in", n), deadline, 100)
+              for n, deadline in ((1, 50.0), (2, 20.0), (3, 5.0), (4, None))]
+    schedule = Schedule(orders, now=0.0, rate=1.0)
+
+    assert 5.0 == schedule.nearest_deadline(0.0)
+    assert 20.0 == schedule.nearest_deadline(6.0)  # order 3's window has passed
+
+    first = schedule.next(0.0, 1.0)
+    assert first is not None
+    assert 3 == first.ref.order_id
+    assert 20.0 == schedule.nearest_deadline(0.0)
+    assert schedule.nearest_deadline(60.0) is None
