@@ -8,7 +8,8 @@ def run() -> None:
     try:
         from batchcancel.cli import main
 
-        main()
+        # The name people type, also when started as ``python -m batchcancel``.
+        main(prog_name="batchcancel")
     except KeyboardInterrupt:
         sys.stderr.write("Error: interrupted\n")
         sys.exit(130)

@@ -17,13 +17,13 @@ from typing import Protocol
 import aiohttp
 from yarl import URL
 
+from batchcancel.config import DEFAULT_BASE_URL as DEFAULT_BASE_URL
 from batchcancel.errors import CertificateRefused, TransportError
 from batchcancel.outcomes import Answer, OrderView, normalise_status
 from batchcancel.plan import Listed, parse_listed
 from batchcancel.ratelimit import RateHeaders
 from batchcancel.timestamps import parse_timestamp
 
-DEFAULT_BASE_URL = "https://api.thanks.io/api/v2"
 USER_AGENT = "batchcancel (+https://pypi.org/project/batchcancel/)"
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from batchcancel.errors import ConfigError
 from batchcancel.ids import OrderRef, check_readable, read_ids
 from batchcancel.journal import Journal, identity
 from batchcancel.logs import Console
+from batchcancel.markdown import append_step_summary, render_markdown, write_markdown
 from batchcancel.outcomes import Outcome, Row, StopRun
 from batchcancel.plan import (
     Fetch,
@@ -40,13 +42,13 @@ from batchcancel.plan import (
     settle_from_list,
     to_planned,
 )
-from batchcancel.progress import Progress
+from batchcancel.progress import Position, Progress
 from batchcancel.ratelimit import Rate, ThrottleGate
 from batchcancel.report import (
     ReportWriter,
     Tally,
     build_summary,
-    dollars,
+    money,
     write_json_atomic,
 )
 from batchcancel.retry import Backoff
@@ -110,11 +112,13 @@ async def cancel_orders(
     quiet: bool = False,
     handle_signals: bool = True,
     confirm: Confirm | None = None,
+    step_summary: str | None = None,
 ) -> JobResult:
     """Cancel every order ID of ``inputs``; write the report and summary.
 
     ``confirm``, when given, is asked after the preflight and before the
-    first cancel; answering False sends nothing.
+    first cancel; answering False sends nothing.  ``step_summary``: a CI
+    job summary file the Markdown summary is appended to.
     """
     check_readable(inputs)
     check_outputs(settings, inputs)
@@ -159,7 +163,7 @@ async def cancel_orders(
         if journal is not None:
             journal.close()
 
-    console.end_status()
+    console.detach()
     _finish_report(report, sink, stats)
     if stats.input_unread:
         stats.stop_reason = (f"{stats.stop_reason}; the input was not read past "
@@ -178,8 +182,33 @@ async def cancel_orders(
                             "count": settings.shard.count,
                             "inputs": list(inputs)}
     write_json_atomic(settings.summary, summary)
+    _publish_markdown(summary, settings, step_summary, secrets=(token,))
     log.info("run.finished", exit_code=exit_code, **_counts(summary))
     return JobResult(summary, exit_code)
+
+
+def _publish_markdown(summary: dict[str, Any], settings: Settings,
+                      step_summary: str | None, secrets: Sequence[str]) -> None:
+    """Write ``--summary-md`` and append to the CI summary, if asked.
+
+    A failure here is logged, not raised: the report and the JSON summary,
+    the run's record, are already in place.
+    """
+    targets = [(settings.summary_md, write_markdown),
+               (Path(step_summary) if step_summary else None, append_step_summary)]
+    if not any(path for path, _ in targets):
+        return
+    text = render_markdown(summary, journal=None if settings.dry_run
+                           else str(settings.journal))
+    for secret in secrets:
+        text = text.replace(secret, "[REDACTED]")
+    for path, write in targets:
+        if path is not None:
+            try:
+                write(path, text)
+            except OSError as exc:
+                log.error("summary_md.unwritable", path=str(path),
+                          error=exc.strerror or type(exc).__name__)
 
 
 def check_outputs(settings: Settings, inputs: Sequence[str]) -> None:
@@ -190,11 +219,15 @@ def check_outputs(settings: Settings, inputs: Sequence[str]) -> None:
         raise ConfigError(f"--report and --summary are the same file: {report}")
     if _same(journal, report) or _same(journal, summary):
         raise ConfigError(f"the journal {journal} would overwrite an output")
+    markdown = [settings.summary_md] if settings.summary_md else []
+    for md in markdown:
+        if any(_same(md, other) for other in (report, summary, journal)):
+            raise ConfigError(f"--summary-md {md} would overwrite another output")
     for name in inputs:
-        for output in (report, summary, journal):
+        for output in (report, summary, journal, *markdown):
             if name != "-" and _same(Path(name), output):
                 raise ConfigError(f"{output} is an input; writing it would destroy it")
-    for output in (report, summary):
+    for output in (report, summary, *markdown):
         folder = output.parent if str(output.parent) else Path(".")
         if output.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
             raise ConfigError(f"cannot write {output}: its folder is missing or "
@@ -230,15 +263,24 @@ def _finish_report(report: ReportWriter, sink: _Fanout, stats: RunStats) -> None
 async def _run(job: Job, items: Any, planner: Planner | None,
                progress: Progress, handle_signals: bool) -> RunStats:
     undo = job.install_signal_handlers() if handle_signals else None
-    # A live line redraws twice a second; a log event every 5 s is plenty.
+    # A live bar redraws twice a second; a log event every 5 s is plenty.
     interval = 0.5 if progress.on_terminal else 5.0
-    shown = asyncio.create_task(progress.show(
-        lambda: job.stats.distinct_ids + job.stats.invalid_lines, interval=interval
-    ))
+
+    def position() -> Position:
+        stats = job.stats
+        read = stats.distinct_ids + stats.invalid_lines
+        return Position(read, read if stats.input_complete else None,
+                        job.nearest_deadline(time.time()))
+
+    shown = asyncio.create_task(progress.show(position, interval=interval))
     try:
-        return await job.run(items, planner)
+        stats = await job.run(items, planner)
+        shown.cancel()
+        progress.finish(position())
+        return stats
     finally:
         shown.cancel()
+        progress.stop()
         if undo is not None:
             undo()
 
@@ -484,9 +526,9 @@ def confirmation_text(planned: list[Planned], listed: dict[int, Listed]) -> str:
         stake[account] = stake.get(account, 0) + p.credits
     total = sum(stake.values())
     lines = [f"About to cancel {len(planned)} orders: {len(known)} listed as "
-             f"cancellable with ${dollars(total)} in credits at stake"]
+             f"cancellable with {money(total)} in credits at stake"]
     if len(stake) > 1:
-        lines += [f"  {name}: ${dollars(cents)}"
+        lines += [f"  {name}: {money(cents)}"
                   for name, cents in sorted(stake.items())]
     unknown = len(planned) - len(known)
     if unknown:

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-import structlog
 
 from batchcancel import __version__
 from batchcancel.config import (
     BASE_URL_ENV,
     DEFAULTS,
+    STEP_SUMMARY_ENV,
     TOKEN_ENV,
     build_settings,
     environment_name,
@@ -120,6 +120,9 @@ def main() -> None:
           help="CSV report, one row per distinct ID and per invalid line.")
 @_setting("summary", "--summary", type=click.Path(dir_okay=False),
           help="JSON summary [default: REPORT-summary.json beside the report].")
+@_setting("summary_md", "--summary-md", type=click.Path(dir_okay=False),
+          help="Markdown summary for people; also appended to "
+               "$GITHUB_STEP_SUMMARY when that is set.")
 @_setting("journal", "--journal", type=click.Path(dir_okay=False),
           help="Journal of finished orders, for resuming "
                "[default: REPORT-journal.jsonl beside the report].")
@@ -139,12 +142,15 @@ def main() -> None:
                "(a Kubernetes Indexed Job).")
 @click.option("-v", "--verbose", is_flag=True, help="Same as --log-level debug.")
 @click.option("-q", "--quiet", is_flag=True,
-              help="No progress line or summary on stderr.")
+              help="No progress, no summary and only errors on stderr.")
 def cancel(inputs: tuple[str, ...], config_file: str | None, verbose: bool,
            quiet: bool, **values: Any) -> None:
-    """Cancel every order ID read from INPUT files (CSV, or one ID a line).
+    """Cancel the orders whose IDs are in INPUT files or on stdin.
 
-    With no INPUT, or with -, IDs are read from standard input.
+    INPUT is a CSV file or a file of one ID a line; with no INPUT, or
+    with -, IDs are read from standard input.  The report, the JSON
+    summary and the journal are written beside --report; nothing goes to
+    standard output.
 
     \b
     Examples:
@@ -153,8 +159,8 @@ def cancel(inputs: tuple[str, ...], config_file: str | None, verbose: bool,
     """
     if verbose:
         values["log_level"] = "debug"
-    elif quiet and values["log_level"] in {"debug", "info"}:
-        values["log_level"] = "warning"
+    elif quiet:
+        values["log_level"] = "error"
     console = Console()
     settings = _checked(lambda: build_settings(values))
     token, warning = _checked(lambda: read_token(values["token_file"], os.environ))
@@ -168,6 +174,7 @@ def cancel(inputs: tuple[str, ...], config_file: str | None, verbose: bool,
     result = _checked(lambda: asyncio.run(cancel_orders(
         settings, token, list(inputs) or ["-"], console=console, quiet=quiet,
         confirm=terminal_confirm(console),
+        step_summary=os.environ.get(STEP_SUMMARY_ENV) or None,
     )))
     if not quiet:
         from batchcancel.report import human_summary
@@ -199,7 +206,8 @@ def sandbox(ctx: click.Context) -> None:
     """
     from batchcancel.sandbox.__main__ import main as sandbox_main
 
-    sys.exit(sandbox_main(["--help"] if "-h" in ctx.args else ctx.args))
+    sys.exit(sandbox_main(["--help"] if "-h" in ctx.args else ctx.args,
+                          prog="batchcancel sandbox"))
 
 
 @main.command()
@@ -333,6 +341,8 @@ def select(statuses: tuple[str, ...], since: str | None, until: str | None,
     Example:
       batchcancel select --since 2026-12-03T10:00Z | batchcancel cancel -
     """
+    import structlog
+
     from batchcancel.selection import describe, make_selection, select_orders
 
     selection = _checked(lambda: make_selection(statuses, since, until, kinds))
@@ -402,7 +412,7 @@ def reconcile(report_path: str, out_path: str | None, config_file: str | None,
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def merge(files: tuple[str, ...], report_path: str, summary_path: str | None,
           quiet: bool) -> None:
-    """Merge the reports and summaries of every shard of one sharded run.
+    """Combine the reports and summaries of the shards of one run.
 
     Each REPORT's summary is found beside it, or can be given as a .json
     file too.  Exits with the merged run's exit code (the highest of the
@@ -445,6 +455,7 @@ def terminal_confirm(console: Console) -> Callable[[str], bool] | None:
             answer = _read_line(tty).strip().lower()
         finally:
             os.close(tty)
+            console.resume_status()
         return answer in {"y", "yes"}
 
     return ask

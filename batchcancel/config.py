@@ -22,7 +22,6 @@ from typing import Any
 
 from yarl import URL
 
-from batchcancel.api import DEFAULT_BASE_URL
 from batchcancel.budget import ErrorLimit
 from batchcancel.errors import ConfigError
 from batchcancel.ratelimit import DOCUMENTED_LIMIT, Rate
@@ -30,7 +29,12 @@ from batchcancel.shard import Shard, parse_shard
 
 TOKEN_ENV = "THANKSIO_API_TOKEN"  # noqa: S105 (a variable name, not a secret)
 BASE_URL_ENV = "THANKSIO_BASE_URL"
+# Set by GitHub Actions: a Markdown file shown on the job's page.
+STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 ENV_PREFIX = "BATCHCANCEL_"
+# Here rather than in api.py: importing aiohttp would slow every start-up,
+# `batchcancel --version` included.
+DEFAULT_BASE_URL = "https://api.thanks.io/api/v2"
 
 #: Every setting of ``batchcancel cancel`` with its default.  The same
 #: names are the keys of a ``--config`` TOML file and, upper-cased after
@@ -60,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "column": None,
     "report": "batchcancel-report.csv",
     "summary": None,
+    "summary_md": None,
     "journal": None,
     "log_format": "auto",
     "log_level": "info",
@@ -101,6 +106,7 @@ class Settings:
     column: str | None
     report: Path
     summary: Path
+    summary_md: Path | None
     journal: Path
     log_format: str
     log_level: str
@@ -204,6 +210,7 @@ def _build(values: Mapping[str, Any]) -> Settings:
         column=values["column"] or None,
         report=report,
         summary=Path(summary) if summary else _summary_beside(report),
+        summary_md=Path(values["summary_md"]) if values["summary_md"] else None,
         journal=Path(values["journal"]) if values["journal"] else report.with_name(
             report.stem + "-journal.jsonl"),
         log_format=values["log_format"],

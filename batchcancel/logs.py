@@ -3,28 +3,49 @@ lines elsewhere, and the token scrubbed from every record.
 
 Redaction works on the rendered line, the last step before output, so that
 no processor, exception formatter or future key can let the token through.
+
+structlog is imported only when logging is configured: a command that
+merely prints (``--version``, ``--help``) should start at once.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
-from collections.abc import Iterable
-from typing import Any, TextIO
-
-import structlog
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TextIO
 
 REDACTED = "[REDACTED]"
 LEVELS = ("debug", "info", "warning", "error")
 
 
+class LiveDisplay(Protocol):
+    """A display that redraws in place (the progress bar) below log lines."""
+
+    def print(self, text: str) -> None:
+        """Write one whole line above the display."""
+
+    def hide(self) -> None:
+        """Take the display off the screen (someone else needs the terminal)."""
+
+    def unhide(self) -> None:
+        """Put it back after ``hide``."""
+
+    def close(self) -> None:
+        """Leave its last frame on the screen and stop redrawing."""
+
+
 class Console:
-    """stderr shared by log lines and a live status line that never garble."""
+    """stderr shared by log lines and a live display that never garble.
+
+    While a live display is attached every line goes through it, so that it
+    is written above the display instead of into the middle of it.
+    """
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.is_terminal = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._status = ""
+        self._display: LiveDisplay | None = None
+        self._hidden = False
         self._broken = False
         self.secrets: tuple[str, ...] = ()
 
@@ -39,43 +60,51 @@ class Console:
         Best effort: a closed stderr (``... 2>&1 | head``) must not stop the
         run, whose record is the report, not the log.
         """
+        text = self.scrub(text)
+        display = self._display
+        self._guarded(lambda: display.print(text) if display is not None
+                      else self._write(text + "\n"))
+
+    def attach(self, display: LiveDisplay) -> None:
+        """Show ``display`` until ``end_status``; terminals only."""
+        if self.is_terminal and not self._broken:
+            self._display, self._hidden = display, False
+
+    @property
+    def live(self) -> bool:
+        """Whether a display is attached and on the screen."""
+        return self._display is not None and not self._hidden and not self._broken
+
+    def end_status(self) -> None:
+        """Take the display off the screen, e.g. for a question."""
+        if self._display is not None and not self._hidden:
+            self._hidden = True
+            self._guarded(self._display.hide)
+
+    def resume_status(self) -> None:
+        """Put the display back after ``end_status``."""
+        if self._display is not None and self._hidden:
+            self._hidden = False
+            self._guarded(self._display.unhide)
+
+    def detach(self) -> None:
+        """Stop the display for good; its last frame stays on the screen."""
+        display, self._display = self._display, None
+        if display is not None:
+            self._guarded(display.close)
+        self._hidden = False
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def _guarded(self, action: Callable[[], object]) -> None:
         if self._broken:
             return
         try:
-            self._clear_status()
-            self.stream.write(self.scrub(text) + "\n")
-            self._redraw_status()
-            self.stream.flush()
+            action()
         except (OSError, ValueError):
             self._broken = True
-
-    def status(self, text: str) -> None:
-        """Replace the live status line (terminals only)."""
-        if not self.is_terminal or self._broken:
-            return
-        self._status = self.scrub(text)
-        try:
-            self.stream.write("\r\x1b[K" + self._status)
-            self.stream.flush()
-        except (OSError, ValueError):
-            self._broken = True
-
-    def end_status(self) -> None:
-        if self._status and not self._broken:
-            try:
-                self._clear_status()
-                self.stream.flush()
-            except (OSError, ValueError):
-                self._broken = True
-        self._status = ""
-
-    def _clear_status(self) -> None:
-        if self._status:
-            self.stream.write("\r\x1b[K")
-
-    def _redraw_status(self) -> None:
-        if self._status:
-            self.stream.write(self._status)
 
 
 class _ConsoleLogger:
@@ -93,12 +122,17 @@ class _ConsoleLogger:
 def configure(console: Console, *, level: str = "info", fmt: str = "auto",
               secrets: Iterable[str] = ()) -> None:
     """Set up structlog for this process."""
+    import logging
+
+    import structlog
+
     console.secrets = tuple(s for s in secrets if s)
     as_json = fmt == "json" or (fmt == "auto" and not console.is_terminal)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
     structlog.configure(
         processors=[

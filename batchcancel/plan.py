@@ -197,6 +197,14 @@ class Schedule:
                 return queue.popleft()
         return None
 
+    def nearest_deadline(self, now: float) -> float | None:
+        """The earliest deadline still ahead among orders not handed out."""
+        # Both queues are in deadline order: the first open order of each
+        # is its nearest, and only passed orders are skipped to find it.
+        heads = (next((o.deadline for o in queue if _open(o, now)), None)
+                 for queue in (self._chosen, self._rest))
+        return min((d for d in heads if d is not None), default=None)
+
     def leftovers(self) -> Iterator[Planned]:
         """Everything not handed out yet (after a stop)."""
         for queue in (self._chosen, self._rest, self._unknown, self._past):

@@ -30,12 +30,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Protocol
 
-import structlog
 from asyncio_throttle.throttler import Throttler
 
 from batchcancel.errors import ConfigError
-
-log = structlog.get_logger("batchcancel")
 
 _RATE = re.compile(
     r"^\s*(?P<count>\d+(?:\.\d+)?)\s*"
@@ -401,9 +398,13 @@ class ThrottleGate:
         before = (self.account.window, self.account.shared)
         self.account.answered(now, ticket, headers if self._follow else None)
         if before != (self.account.window, self.account.shared):
-            log.debug("rate.window_learned", window_s=self.account.window,
-                      shared=self.account.shared,
-                      reserve=self.account.reserve)
+            # Imported here: config.py imports this module, and start-up
+            # (``--version``) must not pay for structlog.
+            import structlog
+
+            structlog.get_logger("batchcancel").debug(
+                "rate.window_learned", window_s=self.account.window,
+                shared=self.account.shared, reserve=self.account.reserve)
         self._set_pace(self._wanted_pace())
         self._wake()
 

@@ -139,6 +139,13 @@ def dollars(cents: int) -> str:
     return f"{sign}{whole}.{rest:02d}"
 
 
+def money(cents: int) -> str:
+    """``123456`` → ``"$1,234.56"``: for people, exact, no floating point."""
+    sign = "-" if cents < 0 else ""
+    whole, rest = divmod(abs(cents), 100)
+    return f"{sign}${whole:,}.{rest:02d}"
+
+
 def build_summary(tally: Tally, stats: RunStats, exit_code: int) -> dict[str, Any]:
     """The JSON summary, as a plain dict (pure)."""
     finished = stats.finished_at or stats.started_at
@@ -200,17 +207,17 @@ def human_summary(summary: Mapping[str, Any]) -> str:
         f"batchcancel: {summary['distinct_ids']} distinct order IDs, "
         f"{summary['duplicates']} duplicates, {summary['invalid_lines']} invalid lines",
         f"  outcomes: {counts or 'none'}",
-        f"  refunded: ${credits['dollars']} ({credits['cents']} cents)",
+        f"  refunded: {money(credits['cents'])} ({credits['cents']} cents)",
     ]
     for account, amount in credits["by_sub_account"].items():
-        lines.append(f"    {account}: ${amount['dollars']}")
+        lines.append(f"    {account}: {money(amount['cents'])}")
     if credits["unknown_refund_rows"]:
         lines.append(f"  refund UNKNOWN for {credits['unknown_refund_rows']} orders "
                      "(an attempt may have cancelled them; check them in the report)")
     stake = summary.get("would_cancel_credits", {})
     if summary["outcomes"].get("would_cancel"):
         lines.append(f"  dry run: {summary['outcomes']['would_cancel']} orders would "
-                     f"be cancelled, ${stake.get('dollars', '0.00')} at stake")
+                     f"be cancelled, {money(stake.get('cents', 0))} at stake")
     lines.append(
         f"  requests: {summary['requests_sent']} sent, {summary['retries']} retries,"
         f" {summary['duration_s']} s; exit {summary['exit_code']}"

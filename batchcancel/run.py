@@ -117,6 +117,8 @@ class RunStats:
     stopped_by: str | None = None
     # A stop came while a pipe was silent: lines after lines_read are unknown.
     input_unread: bool = False
+    # Every input line has been read: the count of rows to come is known.
+    input_complete: bool = False
 
 
 @dataclass(slots=True)
@@ -190,6 +192,10 @@ class Job:
     def lead(self) -> float:
         """Seconds a cancel needs to arrive: two round trips, at least 20 ms."""
         return max(0.02, 2 * self._gate.latency)
+
+    def nearest_deadline(self, now: float) -> float | None:
+        """When the next review window of an order still to send closes."""
+        return None if self._schedule is None else self._schedule.nearest_deadline(now)
 
     @property
     def stopping(self) -> bool:
@@ -306,6 +312,8 @@ class Job:
             # like a signal would, and let the CLI say what went wrong.
             self.input_error = exc
             self.stop(f"input unreadable: {exc}", by="input")
+        else:
+            self.stats.input_complete = not self.stats.input_unread
         if not self.stopping:
             for _ in range(self._settings.concurrency):
                 await put(None)

@@ -1231,10 +1231,10 @@ def test_record_gives_the_start_that_log_times_and_windows_count_from() -> None:
 
 def test_standalone_status_mix_flag_seeds_only_the_statuses_named() -> None:
     """--status-mix reviewing=1 seeds Reviewing orders only, as the benchmarks need."""
-    from batchcancel.sandbox.__main__ import _config, _parser
+    from batchcancel.sandbox.__main__ import _config, build_parser
 
-    config = _config(_parser().parse_args(["--status-mix", "Reviewing=1", "--orders",
-                                           "50"]))
+    args = ["--status-mix", "Reviewing=1", "--orders", "50"]
+    config = _config(build_parser().parse_args(args))
     book = orders(Sandbox(config, clock=FakeClock()))
     statuses = {order["status"] for order in book.values()}
 

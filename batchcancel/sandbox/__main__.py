@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from ._config import Faults, SandboxConfig
 from ._server import Sandbox, require_loopback
 
+PROG = "python -m batchcancel.sandbox"
+
 
 async def serve(
     cfg: SandboxConfig,
@@ -42,9 +44,9 @@ async def serve(
         await sandbox.stop()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Parse flags, serve until a signal arrives, and return the exit code."""
-    args = _parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         config = _config(args)
         require_loopback(args.host)
@@ -117,18 +119,35 @@ def _config(args: argparse.Namespace) -> SandboxConfig:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+EXAMPLE = """\
+Example:
+  batchcancel sandbox --port 8765 --orders 2000 --fault-5xx 0.02 &
+  THANKSIO_API_TOKEN=sandbox-token batchcancel cancel ids.csv \\
+      --base-url http://127.0.0.1:8765/api/v2
+
+Fault shares are probabilities per request, from 0 to 1.
+GET /_sandbox/record shows what really happened to each order.
+"""
+
+
+class _HelpFormat(argparse.RawDescriptionHelpFormatter,
+                  argparse.ArgumentDefaultsHelpFormatter):
+    """The example laid out as written, and every default shown."""
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m batchcancel.sandbox",
-        description="A local stand-in for the thanks.io API v2, on loopback only.",
+        prog=prog, formatter_class=_HelpFormat, epilog=EXAMPLE,
+        description="Serve a local stand-in for the thanks.io API v2, on loopback "
+                    "only. Prints one JSON line (base URL, token, orders) on stdout.",
     )
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="a loopback IP address")
     add("--port", type=int, default=0, help="0 picks a free port")
     add("--tls-cert", default=None, help="PEM certificate chain: serve HTTPS")
     add("--tls-key", default=None, help="PEM private key of --tls-cert")
-    add("--orders", type=int, default=2000)
-    add("--seed", type=int, default=1)
+    add("--orders", type=int, default=2000, help="orders seeded")
+    add("--seed", type=int, default=1, help="seed of the orders and the faults")
     add(
         "--status-mix",
         type=_status_mix,
@@ -136,21 +155,29 @@ def _parser() -> argparse.ArgumentParser:
         metavar="STATUS=WEIGHT,...",
         help="seeded statuses, such as reviewing=1 (default: a realistic mix)",
     )
-    add("--token", default="sandbox-token")
-    add("--first-id", type=int, default=100_000)
-    add("--review-window", type=float, default=3600.0, help="seconds")
+    add("--token", default="sandbox-token", help="the API token it accepts")
+    add("--first-id", type=int, default=100_000, help="ID of the first order")
+    add("--review-window", type=float, default=3600.0,
+        help="seconds an order stays Reviewing")
     add("--max-age", type=float, default=None, help="oldest Reviewing age, seconds")
-    add("--max-page-size", type=int, default=100)
-    add("--rate-limit", type=int, default=None, help="requests per window")
+    add("--max-page-size", type=int, default=100,
+        help="most orders per page of the order list")
+    add("--rate-limit", type=int, default=None,
+        help="requests per window (unset: no limit)")
     add("--rate-window", type=float, default=60.0, help="seconds")
-    add("--no-rate-headers", action="store_true")
+    add("--no-rate-headers", action="store_true",
+        help="send no X-RateLimit-* headers")
     add("--reset-header", action="store_true", help="send X-RateLimit-Reset")
-    add("--retry-after", choices=("seconds", "date", "none"), default="seconds")
-    add("--refusal-style", choices=("200", "4xx", "mixed"), default="mixed")
-    add("--auth-status", type=int, choices=(401, 403), default=401)
-    add("--created-at-format", choices=("iso", "sql", "object", "mixed"), default="iso")
-    add("--fault-429", type=float, default=0.0)
-    add("--fault-5xx", type=float, default=0.0)
+    add("--retry-after", choices=("seconds", "date", "none"), default="seconds",
+        help="the form of a 429's Retry-After")
+    add("--refusal-style", choices=("200", "4xx", "mixed"), default="mixed",
+        help="how a non-cancellable order answers")
+    add("--auth-status", type=int, choices=(401, 403), default=401,
+        help="the answer to a wrong token")
+    add("--created-at-format", choices=("iso", "sql", "object", "mixed"),
+        default="iso", help="the form of created_at")
+    add("--fault-429", type=float, default=0.0, help="share answered 429")
+    add("--fault-5xx", type=float, default=0.0, help="share answered with a 5xx page")
     add("--fault-drop", type=float, default=0.0, help="drop before applying")
     add("--fault-drop-after", type=float, default=0.0, help="apply, then drop")
     add("--fault-late", type=float, default=0.0, help="apply, answer late")
@@ -161,6 +188,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         choices=("cancel", "list", "track"),
         default=["cancel"],
+        help="the endpoints the faults hit",
     )
     return parser
 
