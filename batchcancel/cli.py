@@ -29,6 +29,7 @@ from batchcancel.config import (
     environment_name,
     load_config_file,
     read_token,
+    refuse_empty_base_url,
 )
 from batchcancel.errors import BatchcancelError, UsageError
 from batchcancel.logs import LEVELS, Console, configure
@@ -163,6 +164,7 @@ def cancel(inputs: tuple[str, ...], config_file: str | None, verbose: bool,
         values["log_level"] = "error"
     console = Console()
     settings = _checked(lambda: build_settings(values))
+    _checked(lambda: refuse_empty_base_url(settings.base_url, os.environ))
     token, warning = _checked(lambda: read_token(values["token_file"], os.environ))
     configure(console, level=settings.log_level, fmt=settings.log_format,
               secrets=[token])
@@ -304,6 +306,7 @@ def _start(values: dict[str, Any], verbose: bool,
         values["log_level"] = "warning"
     console = Console()
     settings = _checked(lambda: build_settings(values))
+    _checked(lambda: refuse_empty_base_url(settings.base_url, os.environ))
     token, warning = _checked(lambda: read_token(values["token_file"], os.environ))
     configure(console, level=settings.log_level, fmt=settings.log_format,
               secrets=[token])

@@ -268,6 +268,21 @@ def check_base_url(text: str, *, allow_http: bool) -> str:
     return str(url).rstrip("/")
 
 
+def refuse_empty_base_url(base_url: str, environ: Mapping[str, str]) -> None:
+    """An exported but empty base URL variable is a mistake, not a choice.
+
+    click takes an empty variable for an unset one, so ``THANKSIO_BASE_URL=``
+    left over from a sandbox session would silently mean the real API.
+    """
+    if base_url != DEFAULT_BASE_URL:
+        return  # a URL came from somewhere: the flag, a variable, the file
+    for name in (BASE_URL_ENV, environment_name("base_url")):
+        if name in environ and not environ[name].strip():
+            raise ConfigError(
+                f"{name} is set but empty; set it to the API base URL, or unset "
+                f"it to use the real API ({DEFAULT_BASE_URL})")
+
+
 def is_loopback(host: str) -> bool:
     if host.lower() in {"localhost", "localhost."}:
         return True

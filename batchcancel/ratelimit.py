@@ -70,15 +70,14 @@ class Rate:
         return f"{float(self.per_second):g}/s"
 
     def window(self) -> tuple[int, float]:
-        """The (requests, seconds) sliding window that keeps this pace.
+        """The (requests, seconds) window that keeps this pace: one request
+        per 1/rate seconds, 1% slower.
 
-        At least one second wide so that a per-second count never exceeds
-        the rate, and no wider than needed so that the pace stays even.
+        Evenly spaced, never in bursts: a second's worth sent at once and
+        delayed unevenly on the way would put more than the rate into one
+        sliding second of arrivals.  The 1% leaves room for that jitter.
         """
-        if self.per_second >= 1:
-            limit = math.floor(self.per_second)
-            return limit, float(limit / self.per_second)
-        return 1, float(1 / self.per_second)
+        return 1, float(PACE_MARGIN / self.per_second)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +126,9 @@ class RateGate(Protocol):
     def slot_times(self, count: int, now: float) -> list[float]:
         """When the next ``count`` requests can go, as epoch seconds."""
 
+
+#: An explicit pace is kept this much slower than asked (see Rate.window).
+PACE_MARGIN = 1.01
 
 #: A reading of Remaining older than this share of the window is stale
 #: once another program is seen on the token.

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from batchcancel.config import (
+    DEFAULT_BASE_URL,
     DEFAULTS,
     build_settings,
     check_base_url,
     load_config_file,
     read_token,
+    refuse_empty_base_url,
 )
 from batchcancel.errors import ConfigError
 
@@ -137,3 +139,15 @@ def test_a_value_of_the_wrong_kind_is_refused_by_name(
 
     with pytest.raises(ConfigError, match=message):
         load_config_file(path)
+
+
+@pytest.mark.parametrize("name", ["THANKSIO_BASE_URL", "BATCHCANCEL_BASE_URL"])
+def test_an_empty_base_url_variable_never_means_the_real_api(name: str) -> None:
+    """A base URL variable exported empty is refused, not read as unset."""
+    with pytest.raises(ConfigError, match=f"{name} is set but empty"):
+        refuse_empty_base_url(DEFAULT_BASE_URL, {name: " "})
+
+
+def test_a_base_url_given_elsewhere_wins_over_an_empty_variable() -> None:
+    """With --base-url given, an empty variable is not in the way."""
+    refuse_empty_base_url("http://127.0.0.1:9/api/v2", {"THANKSIO_BASE_URL": ""})
