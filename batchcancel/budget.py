@@ -5,9 +5,8 @@ Two different questions, both pure arithmetic over counts and times:
 - ``Outage``: many requests in a row got no answer or a 5xx.  One order's
   retries cannot tell a flaky request from an API that is down, so the run
   as a whole pauses, with a growing pause, and while it is paused the
-  no order gives up while the requests failing in a row are not its own:
-  an outage must not turn thousands of still-cancellable orders into
-  ``error`` rows.  When the
+  failures during an outage are charged to no order: an outage must not
+  turn thousands of still-cancellable orders into ``error`` rows.  When the
   failing lasts ``limit`` seconds, the run gives up and leaves the rest
   ``not_attempted``, for a resume once the API is back.
 - ``ErrorLimit``: ``--max-errors N`` or ``P%``, the operator's own limit on
@@ -17,7 +16,7 @@ Two different questions, both pure arithmetic over counts and times:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from batchcancel.errors import ConfigError
 
@@ -54,30 +53,35 @@ class Outage:
     max_pause: float = 30.0
     streak: int = 0
     since: float = 0.0
-    first_order: int | str | None = None
-    many_orders: bool = False
+    # The orders failing in the current streak, and those seen failing
+    # while the API answered other orders: their failures are their own.
+    failing: set[int | str] = field(default_factory=set)
+    troubled: set[int | str] = field(default_factory=set)
     pauses: int = 0
     paused_until: float = 0.0
-
-    @property
-    def widespread(self) -> bool:
-        """The latest requests all failed, and not for one order alone."""
-        return self.many_orders
 
     @property
     def active(self) -> bool:
         """The API is failing as a whole, not one request at a time.
 
-        Failures of one order alone, however many, are that order's
-        trouble (its retries deal with them), not an outage.
+        Failures in a row of one order alone are that order's trouble, and
+        so are those of an order once seen failing while the API answered
+        others: their retries deal with them, and they are no sign of an
+        outage.
         """
-        return self.streak >= self.pause_after and self.many_orders
+        return self.streak >= self.pause_after and len(self.failing) > 1
+
+    def charges(self, order: int | str) -> bool:
+        """Whether a failure of ``order`` counts against its retries now."""
+        return order in self.troubled or not self.active
 
     def failed(self, now: float, order: int | str) -> Pause | GiveUp | None:
         """A request for ``order`` got no answer or a 5xx at ``now``."""
+        if order in self.troubled:
+            return None
         if self.streak == 0:
-            self.since, self.first_order = now, order
-        self.many_orders |= order != self.first_order
+            self.since = now
+        self.failing.add(order)
         self.streak += 1
         if not self.active:
             return None
@@ -93,9 +97,12 @@ class Outage:
     def answered(self) -> bool:
         """The API answered; returns whether that ended an outage."""
         ended = self.active
+        if not ended:
+            # These failed while the API still answered: their own trouble.
+            self.troubled |= self.failing
+        self.failing = set()
         self.streak = self.pauses = 0
         self.paused_until = 0.0
-        self.first_order, self.many_orders = None, False
         return ended
 
 

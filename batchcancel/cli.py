@@ -186,6 +186,11 @@ def cancel(inputs: tuple[str, ...], config_file: str | None, verbose: bool,
         # A job that stopped on a setting (the TLS trust store, say) ends
         # like any other usage error: one line that says what to fix.
         console.line(f"Error: {result.summary['stop_reason']}")
+    elif result.exit_code == 3:
+        console.line(f"Error: the API refused the token "
+                     f"({result.summary['stop_reason']}); check {TOKEN_ENV} or "
+                     "--token-file. The orders not settled are not_attempted: "
+                     "run the same command again with the right token")
     if not result.summary["distinct_ids"] and not result.summary["stop_reason"]:
         console.line("Warning: the input held no valid order ID; nothing was sent")
     sys.exit(result.exit_code)
@@ -296,6 +301,14 @@ def _api_settings(command: F) -> F:
                         help="Only warnings and errors on stderr.")(command)
 
 
+def _same_file(one: Path, other: Path) -> bool:
+    """Whether two paths name one file (links and ``..`` included)."""
+    try:
+        return one.exists() and other.exists() and one.samefile(other)
+    except OSError:
+        return False
+
+
 def _start(values: dict[str, Any], verbose: bool,
            quiet: bool) -> tuple[Console, Any, str]:
     """Settings, token and logging for a command other than ``cancel``."""
@@ -387,6 +400,9 @@ def reconcile(report_path: str, out_path: str | None, config_file: str | None,
     from batchcancel.reconcile import reconcile as check_report
     from batchcancel.report import write_text_atomic
 
+    if out_path and _same_file(Path(out_path), Path(report_path)):
+        _fail(f"--out {out_path} is the report being checked; name another "
+              "file for the disagreements", 2)
     _console, settings, token = _start(values, verbose, quiet)
     out: Any = io.StringIO() if out_path else sys.stdout
     stats, code = _checked(lambda: asyncio.run(check_report(

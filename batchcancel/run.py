@@ -463,9 +463,8 @@ class Job:
             ticket = None
             if not isinstance(decision, Retry):
                 return decision
-            # An order is charged only for failures of its own: when other
-            # orders' requests are failing in a row too, the API is.
-            charged += not self._outage.widespread
+            # During an outage the API is failing, not the order.
+            charged += self._outage.charges(label)
             await self._before_retry(label, decision, attempts, charged)
             if charged > self._settings.max_retries:
                 return decision

@@ -50,7 +50,7 @@ def test_one_order_failing_alone_is_no_outage() -> None:
     outage = Outage()
 
     assert [None] * 8 == [outage.failed(at, 7) for at in range(8)]
-    assert not outage.widespread
+    assert not outage.active
 
 
 def test_an_answer_ends_the_outage_and_resets_the_pause() -> None:
@@ -104,3 +104,18 @@ def test_a_small_share_waits_for_a_larger_sample() -> None:
     limit = ErrorLimit.parse("1%")
 
     assert (False, True) == (limit.exceeded(3, 99), limit.exceeded(2, 100))
+
+
+
+def test_an_order_seen_failing_while_the_api_answered_is_no_outage() -> None:
+    """Once an order failed and the API then answered another, its failures
+    are its own: they are charged and never make an outage."""
+    outage = Outage()
+    outage.failed(0, 1)
+    outage.answered()
+
+    verdicts = [outage.failed(at, 1) for at in range(1, 4)]
+    verdicts += [outage.failed(at, 2) for at in range(4, 7)]
+
+    assert [None] * 6 == verdicts
+    assert (True, False) == (outage.charges(1), outage.active)

@@ -151,3 +151,12 @@ def test_an_empty_base_url_variable_never_means_the_real_api(name: str) -> None:
 def test_a_base_url_given_elsewhere_wins_over_an_empty_variable() -> None:
     """With --base-url given, an empty variable is not in the way."""
     refuse_empty_base_url("http://127.0.0.1:9/api/v2", {"THANKSIO_BASE_URL": ""})
+
+
+def test_a_config_file_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    """Binary junk as --config is a configuration error, not a traceback."""
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"rate = \xff\xfe\n")
+
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config_file(path)

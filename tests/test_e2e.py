@@ -93,6 +93,24 @@ async def test_refused_token_stops_with_exit_3_and_loses_nothing(
 
 
 @pytest.mark.e2e
+async def test_a_refused_token_says_so_even_when_quiet(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    """-q keeps errors: a refused token ends with one Error line naming the
+    fix, not a silent exit 3."""
+    sandbox = await sandbox_factory(orders=10)
+    source = write_ids(tmp_path / "ids.csv", [str(100_000 + n) for n in range(10)])
+
+    done = await run_cli(["cancel", str(source), "-q", "--report",
+                          str(tmp_path / "r.csv"), "--base-url", sandbox.base_url,
+                          *FAST], env=cli_env(token="wrong-token"))
+
+    assert 3 == done.code
+    assert "Error: the API refused the token" in done.stderr
+    assert "THANKSIO_API_TOKEN" in done.stderr
+
+
+@pytest.mark.e2e
 async def test_ids_from_stdin(sandbox_factory: SandboxFactory, tmp_path: Path) -> None:
     """No INPUT reads stdin, one ID a line, and ends with exit 0."""
     sandbox = await sandbox_factory(orders=20, seed=5)

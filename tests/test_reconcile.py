@@ -202,3 +202,21 @@ async def test_reconcile_reports_a_not_found_order_that_exists(
         (r["order_id"], r["kind"], r["report_line"]) for r in found]
     assert 2 == sandbox.record()["requests"]["track"]
     assert "3 rows skipped" in done.stderr
+
+
+async def test_reconcile_refuses_to_write_over_the_report_it_checks(
+    tmp_path: Path
+) -> None:
+    """--out naming the report itself (here through a symlink) is refused
+    before anything is read or written, and the report is left whole."""
+    report = tmp_path / "report.csv"
+    report.write_text("order_id,outcome\n100001,cancelled\n")
+    (tmp_path / "link.csv").symlink_to(report)
+
+    done = await run_cli(["reconcile", str(report), "--out",
+                          str(tmp_path / "link.csv"), "--base-url",
+                          "http://127.0.0.1:9/api/v2"])
+
+    assert 2 == done.code
+    assert done.stderr.startswith("Error: --out")
+    assert "order_id,outcome\n100001,cancelled\n" == report.read_text()

@@ -333,12 +333,12 @@ DOWN = Answer(503, readable=False)
 
 
 async def test_an_outage_pauses_the_run_and_charges_no_order() -> None:
-    """Eight 503s across three orders, then the API is back: all cancelled,
-    though each order allows only one retry, and the gate was paused."""
+    """Nine 503s across three orders, then the API is back: all cancelled,
+    though each order allows two retries (the failures before the fifth in a
+    row count against them, none after), and the gate was paused."""
     down_then_up = [DOWN, DOWN, DOWN, cancelled()]
-    api = ScriptedApi({1: [DOWN, DOWN, cancelled()], 2: down_then_up,
-                       3: down_then_up})
-    settings = RunSettings(concurrency=3, max_retries=1, backoff=Backoff(0.01, 0.02))
+    api = ScriptedApi({1: down_then_up, 2: down_then_up, 3: down_then_up})
+    settings = RunSettings(concurrency=3, max_retries=2, backoff=Backoff(0.01, 0.02))
 
     job, sink, gate = await run_with(api, refs(1, 2, 3), settings)
 
@@ -351,7 +351,7 @@ async def test_a_lasting_outage_ends_the_run_with_the_rest_resumable() -> None:
     """The API fails every request for the outage limit: the run stops by
     "outage", and no order is an error: they are all not_attempted."""
     api = ScriptedApi({}, default=[TransportError("connection reset")])
-    settings = RunSettings(concurrency=2, max_retries=1, outage_limit=60.0,
+    settings = RunSettings(concurrency=2, max_retries=3, outage_limit=60.0,
                            backoff=Backoff(0.01, 0.02), grace=0.1)
 
     job, sink, gate = await run_with(api, refs(*range(1, 11)), settings,
@@ -391,3 +391,18 @@ async def test_max_errors_ends_the_run_on_purpose() -> None:
     assert [Outcome.ERROR, Outcome.CANCELLED, Outcome.ERROR] == outcomes[:3]
     assert {Outcome.NOT_ATTEMPTED} == set(outcomes[3:])
     assert "max-errors" == job.stats.stopped_by
+
+
+async def test_orders_that_always_fail_among_healthy_ones_are_errors() -> None:
+    """Two orders that fail whatever happens, among healthy ones: they fail
+    while the API answers the others, so it is no outage, and each ends
+    error after its retries."""
+    api = ScriptedApi({1: [DOWN], 2: [DOWN]}, default=[cancelled()])
+    settings = RunSettings(concurrency=2, max_retries=2,
+                           backoff=Backoff(0.01, 0.02), grace=0.1)
+
+    _, sink, _ = await run_with(api, refs(1, 3, 2, *range(4, 12)), settings)
+
+    assert (Outcome.ERROR, Outcome.ERROR) == (sink.by_id()[1].outcome,
+                                              sink.by_id()[2].outcome)
+    assert (3, 3) == (api.calls[1], api.calls[2])
