@@ -158,18 +158,8 @@ def cancel(inputs: tuple[str, ...], config_file: str | None, verbose: bool,
       batchcancel cancel orders.csv --report report.csv
       cut -d, -f3 export.csv | batchcancel cancel - --rate 30/min
     """
-    if verbose:
-        values["log_level"] = "debug"
-    elif quiet:
-        values["log_level"] = "error"
-    console = Console()
-    settings = _checked(lambda: build_settings(values))
-    _checked(lambda: refuse_empty_base_url(settings.base_url, os.environ))
-    token, warning = _checked(lambda: read_token(values["token_file"], os.environ))
-    configure(console, level=settings.log_level, fmt=settings.log_format,
-              secrets=[token])
-    if warning:
-        console.line(f"Warning: {warning}")
+    # cancel's -q keeps errors only: its summary and report say the rest.
+    console, settings, token = _start(values, verbose, quiet, quiet_level="error")
 
     from batchcancel.cancel import cancel_orders
 
@@ -309,14 +299,15 @@ def _same_file(one: Path, other: Path) -> bool:
         return False
 
 
-def _start(values: dict[str, Any], verbose: bool,
-           quiet: bool) -> tuple[Console, Any, str]:
-    """Settings, token and logging for a command other than ``cancel``."""
+def _start(values: dict[str, Any], verbose: bool, quiet: bool, *,
+           quiet_level: str = "warning") -> tuple[Console, Any, str]:
+    """Settings, token and logging for a command."""
     values = {**DEFAULTS, **{k: v for k, v in values.items() if k in DEFAULTS}}
     if verbose:
         values["log_level"] = "debug"
-    elif quiet and values["log_level"] in {"debug", "info"}:
-        values["log_level"] = "warning"
+    elif quiet:
+        values["log_level"] = max(values["log_level"], quiet_level,
+                                  key=LEVELS.index)
     console = Console()
     settings = _checked(lambda: build_settings(values))
     _checked(lambda: refuse_empty_base_url(settings.base_url, os.environ))
