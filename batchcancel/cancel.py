@@ -12,7 +12,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -143,9 +143,9 @@ async def cancel_orders(
     sink = _Fanout(report, *([journal] if journal else []), tally, progress)
 
     try:
-        async with _session(settings) as session:
+        async with api_session(settings) as session:
             client = ThanksIo(session, settings.base_url, token)
-            job = Job(client, _gate(settings), sink, _run_settings(settings, inputs),
+            job = Job(client, rate_gate(settings), sink, run_settings(settings, inputs),
                       job_started=journal.started_at if journal else None,
                       finished=journal.finished if journal else None,
                       sent_before=set(journal.sent_before) if journal else None,
@@ -312,7 +312,32 @@ def _open_report(settings: Settings, secrets: Sequence[str]) -> ReportWriter:
         ) from None
 
 
-def _session(settings: Settings) -> aiohttp.ClientSession:
+class _NoRows:
+    """A sink for commands that settle no order (select, reconcile)."""
+
+    def record(self, row: Row) -> None:  # pragma: no cover - never called
+        raise AssertionError(f"a row was recorded for {row.order_id}")
+
+
+@contextlib.asynccontextmanager
+async def request_job(settings: Settings, token: str, *,
+                      handle_signals: bool = True
+                      ) -> AsyncIterator[tuple[ThanksIo, Job]]:
+    """The client and a Job for a command that only asks the API (select,
+    reconcile): the same session, rate gate, retries and signal handling
+    as ``cancel``, and no rows."""
+    async with api_session(settings) as session:
+        client = ThanksIo(session, settings.base_url, token)
+        job = Job(client, rate_gate(settings), _NoRows(), run_settings(settings, []))
+        undo = job.install_signal_handlers() if handle_signals else None
+        try:
+            yield client, job
+        finally:
+            if undo is not None:
+                undo()
+
+
+def api_session(settings: Settings) -> aiohttp.ClientSession:
     timeout = aiohttp.ClientTimeout(
         total=None,
         connect=settings.connect_timeout,
@@ -338,7 +363,7 @@ def _session(settings: Settings) -> aiohttp.ClientSession:
     return session
 
 
-def _gate(settings: Settings) -> ThrottleGate:
+def rate_gate(settings: Settings) -> ThrottleGate:
     # N shards share one account: each gets 1/N of the ceiling, of the
     # starting pace and, once the headers show it, of the account's limit.
     count = settings.shard.count if settings.shard else 1
@@ -357,7 +382,7 @@ def _job_inputs(settings: Settings, inputs: Sequence[str]) -> list[str]:
     return [*inputs, *shard]
 
 
-def _run_settings(settings: Settings, inputs: Sequence[str]) -> RunSettings:
+def run_settings(settings: Settings, inputs: Sequence[str]) -> RunSettings:
     return RunSettings(
         read_batch=256 if all(_regular(name) for name in inputs) else 1,
         concurrency=settings.concurrency,

@@ -49,14 +49,12 @@ from batchcancel.cancel import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     EXIT_SIGNAL,
-    _gate,
-    _run_settings,
-    _session,
+    request_job,
 )
 from batchcancel.config import Settings
 from batchcancel.errors import InputError
 from batchcancel.ids import neutralise
-from batchcancel.outcomes import Answer, Outcome, Retry, Row, StopRun
+from batchcancel.outcomes import Answer, Outcome, Retry, StopRun
 from batchcancel.run import Attempts, Job
 
 log = structlog.get_logger("batchcancel")
@@ -188,11 +186,6 @@ def _differ(entry: Entry, kind: Kind, current: Current | None,
     return Disagreement(entry, kind, current, detail)
 
 
-class _NoRows:
-    def record(self, row: Row) -> None:  # pragma: no cover - never called
-        raise AssertionError(f"reconcile recorded a row for {row.order_id}")
-
-
 @dataclass(slots=True)
 class ReconcileStats:
     rows: int = 0
@@ -210,16 +203,9 @@ async def reconcile(settings: Settings, token: str, report: Path, out: TextIO,
     claimed = [e for e in entries if e.outcome in CLAIMS]
     stats = ReconcileStats(rows=rows, skipped=rows - len(claimed))
     found: dict[int, Disagreement] = {}
-    async with _session(settings) as session:
-        client = ThanksIo(session, settings.base_url, token)
-        job = Job(client, _gate(settings), _NoRows(), _run_settings(settings, []))
-        undo = job.install_signal_handlers() if handle_signals else None
-        try:
-            await _check_all(job, client, claimed, settings.concurrency, found,
-                             stats)
-        finally:
-            if undo is not None:
-                undo()
+    async with request_job(settings, token,
+                           handle_signals=handle_signals) as (client, job):
+        await _check_all(job, client, claimed, settings.concurrency, found, stats)
     ordered = [found[e.report_line] for e in claimed if e.report_line in found]
     write_disagreements(out, ordered)
     stats.kinds = Counter(d.kind.value for d in ordered)

@@ -24,14 +24,12 @@ from batchcancel.cancel import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     EXIT_SIGNAL,
-    _gate,
-    _run_settings,
-    _session,
     list_fetcher,
+    request_job,
 )
 from batchcancel.config import Settings
 from batchcancel.errors import ConfigError
-from batchcancel.outcomes import Row, normalise_status
+from batchcancel.outcomes import normalise_status
 from batchcancel.plan import Listed, PageView, walk_pages
 from batchcancel.run import Job
 
@@ -104,13 +102,6 @@ class SelectStats:
     unsorted: bool = False
 
 
-class _NoRows:
-    """``select`` settles no order, so the job's sink never gets a row."""
-
-    def record(self, row: Row) -> None:  # pragma: no cover - never called
-        raise AssertionError(f"select recorded a row for {row.order_id}")
-
-
 async def select_orders(settings: Settings, token: str, selection: Selection,
                         out: TextIO, *, all_pages: bool = False,
                         handle_signals: bool = True) -> tuple[SelectStats, int]:
@@ -122,15 +113,9 @@ async def select_orders(settings: Settings, token: str, selection: Selection,
     stats = SelectStats()
     out.write("order_id\n")
     out.flush()
-    async with _session(settings) as session:
-        client = ThanksIo(session, settings.base_url, token)
-        job = Job(client, _gate(settings), _NoRows(), _run_settings(settings, []))
-        undo = job.install_signal_handlers() if handle_signals else None
-        try:
-            await _walk(job, client, settings, selection, out, stats, all_pages)
-        finally:
-            if undo is not None:
-                undo()
+    async with request_job(settings, token,
+                           handle_signals=handle_signals) as (client, job):
+        await _walk(job, client, settings, selection, out, stats, all_pages)
     code = _exit_code(job, stats)
     log.info("select.finished", exit_code=code, pages=stats.pages,
              listed=stats.listed, selected=stats.selected,

@@ -12,7 +12,7 @@ import pytest
 from conftest import SandboxFactory
 from support import FAST, TOKEN, read_json, read_report, run_cli
 
-from batchcancel.cancel import _gate
+from batchcancel.cancel import rate_gate
 from batchcancel.config import DEFAULTS, build_settings
 from batchcancel.errors import ConfigError, InputError
 from batchcancel.ids import Duplicate, OrderRef, Rejected
@@ -80,8 +80,8 @@ def test_the_ceiling_and_starting_pace_are_divided_between_shards() -> None:
     fixed = build_settings({**DEFAULTS, "rate": "6/s", "shard": "0/3"})
     auto = build_settings({**DEFAULTS, "shard": "2/3"})
 
-    assert 2.0 == _gate(fixed).rate
-    assert pytest.approx(1 / 3) == _gate(auto).rate
+    assert 2.0 == rate_gate(fixed).rate
+    assert pytest.approx(1 / 3) == rate_gate(auto).rate
 
 
 async def test_a_shard_keeps_to_its_share_of_the_account_limit() -> None:
